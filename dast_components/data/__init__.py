@@ -8,3 +8,58 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""Data preparation: synthetic phantoms, datalists and splits, foreground intensity statistics, input checks.
+
+The bundles call the preparers from their configs, e.g.
+``"$dast_components.data.prepare_search_data(@dataset_dir, cache_dir=@output_dir)"``.
+
+Names are imported from their modules on first access, so that ``python -m dast_components.data.<module>`` does not
+import the module twice (runpy warns when a package ``__init__`` has already imported the module it runs).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "DataError",
+    "fold_split",
+    "foreground_percentiles",
+    "kfold_split",
+    "kits19_items",
+    "load_dataset_items",
+    "make_phantom",
+    "msd_items",
+    "prepare_kits19_data",
+    "prepare_search_data",
+    "search_split",
+    "write_dataset",
+]
+
+_MODULE_OF = {
+    "DataError": "checks",
+    "fold_split": "datalist",
+    "foreground_percentiles": "intensity",
+    "kfold_split": "datalist",
+    "kits19_items": "datalist",
+    "load_dataset_items": "datalist",
+    "make_phantom": "synthetic",
+    "msd_items": "datalist",
+    "prepare_kits19_data": "datalist",
+    "prepare_search_data": "datalist",
+    "search_split": "datalist",
+    "write_dataset": "synthetic",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
