@@ -1,0 +1,222 @@
+# Copyright (c) DAST bundles contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Tests for the DAST transformer cell op and its attention module."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from monai.networks.nets.dints import MixedOp
+from torch import nn
+
+from dast_components.networks.transformer import MultiHeadAttention, TransformerOp3D, largest_divisor_at_most
+
+__all__: list[str] = []
+
+C = 8
+
+
+def _seeded_op(**kwargs) -> TransformerOp3D:
+    torch.manual_seed(0)
+    return TransformerOp3D(**{"in_channels": C, "grid": 3, **kwargs})
+
+
+def _saved_bytes(module: nn.Module, x: torch.Tensor) -> int:
+    """Bytes autograd saves for backward during ``module(x)``: one count per storage, parameters excluded."""
+    param_storages = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in param_storages:
+            seen[storage.data_ptr()] = storage.nbytes()
+        # detached, so that ops saving their own output do not keep the graph (and more storages) alive
+        return t.detach()
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize(
+    "batch, grid, spatial",
+    [
+        (1, 4, (1, 1, 1)),  # smaller than the grid
+        (1, 4, (2, 3, 2)),  # smaller than the grid, anisotropic
+        (2, 3, (5, 7, 9)),  # odd sizes, batch 2
+        (2, 2, (16, 8, 4)),  # anisotropic, larger than the grid
+        (1, 3, (3, 3, 3)),  # equal to the grid
+    ],
+)
+def test_output_shape_equals_input_shape(batch, grid, spatial):
+    op = _seeded_op(grid=grid)
+    x = torch.randn(batch, C, *spatial)
+    out = op(x)
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+
+
+def test_every_parameter_gets_a_gradient():
+    op = _seeded_op(num_layers=2)
+    x = torch.randn(2, C, 6, 5, 7)
+    # out.sum() would be blind to everything before the final instance norm (a normalised map sums to a constant)
+    (op(x) * torch.randn(2, C, 6, 5, 7)).sum().backward()
+    for name, param in op.named_parameters():
+        assert param.grad is not None, name
+        assert param.grad.abs().max() > 0, name
+
+
+def test_gradient_reaches_the_input():
+    op = _seeded_op()
+    x = torch.randn(1, C, 4, 4, 4, requires_grad=True)
+    (op(x) * torch.randn(1, C, 4, 4, 4)).sum().backward()
+    assert x.grad is not None and x.grad.abs().max() > 0
+
+
+def test_position_map_initialisation():
+    grid = 4
+    pos = _seeded_op(grid=grid).pos_embed.detach()
+    assert pos.shape == (1, 3, grid, grid, grid)
+    i, j, k = 1, 2, 3
+    assert torch.allclose(pos[0, :, i, j, k], torch.tensor([i / grid, j / grid, k / grid]))
+    assert pos.min() == 0 and math.isclose(pos.max().item(), (grid - 1) / grid)
+
+
+@pytest.mark.parametrize("grid", [2, 3])
+def test_attention_maps(grid):
+    op = _seeded_op(grid=grid).eval()
+    attributes_before = set(vars(op)) | set(op.state_dict())
+    x = torch.randn(2, C, 5, 6, 7)
+    with torch.no_grad():
+        maps = op.attention_maps(x)
+    assert maps.shape == (2, grid**3, grid, grid, grid)
+    assert (maps >= 0).all()
+    assert torch.allclose(maps.sum(dim=(2, 3, 4)), torch.ones(2, grid**3), atol=1e-5)
+    # computed on request, nothing stored on the module
+    assert set(vars(op)) | set(op.state_dict()) == attributes_before
+    # the maps depend on the input
+    with torch.no_grad():
+        assert not torch.allclose(op.attention_maps(torch.randn(2, C, 5, 6, 7)), maps)
+
+
+def test_fused_and_explicit_attention_agree():
+    torch.manual_seed(0)
+    fused = MultiHeadAttention(dim=16, num_heads=4, dropout=0.3, fused=True).eval()
+    explicit = MultiHeadAttention(dim=16, num_heads=4, dropout=0.3, fused=False).eval()
+    explicit.load_state_dict(fused.state_dict())
+    query, memory = torch.randn(2, 10, 16), torch.randn(2, 27, 16)
+    out_fused = fused(query, memory, memory)
+    out_with_weights, weights = fused.forward_with_weights(query, memory, memory)
+    torch.testing.assert_close(out_fused, explicit(query, memory, memory), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out_fused, out_with_weights, atol=1e-5, rtol=1e-5)
+    assert weights.shape == (2, 4, 10, 27)
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 4, 10), atol=1e-5)
+
+
+def test_fused_and_explicit_agree_inside_the_op():
+    op = _seeded_op()
+    x = torch.randn(2, C, 4, 5, 6)
+    out_fused = op(x)  # training mode, dropout 0: both paths are deterministic
+    for module in op.modules():
+        if isinstance(module, MultiHeadAttention):
+            module.fused = False
+    # looser than the module test: the final instance norm divides float32 rounding by a small per-channel std
+    torch.testing.assert_close(op(x), out_fused, atol=1e-4, rtol=1e-4)
+
+
+def test_dropout_only_in_training():
+    op = _seeded_op(dropout=0.5)
+    x = torch.randn(2, C, 4, 4, 4)
+    op.eval()
+    assert torch.equal(op(x), op(x))
+    op.train()
+    assert not torch.allclose(op(x), op(x))
+
+
+def test_torchscript_matches_eager():
+    op = _seeded_op(dropout=0.1).eval()
+    scripted = torch.jit.script(nn.Sequential(op)).eval()
+    x = torch.randn(2, C, 5, 4, 6)
+    torch.testing.assert_close(scripted(x), op(x), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(scripted[0].attention_maps(x), op.attention_maps(x), atol=1e-6, rtol=1e-6)
+
+
+def test_torchscript_inside_monai_mixed_op():
+    torch.manual_seed(0)
+    ops = {"skip": lambda c: nn.Identity(), "transformer": lambda c: TransformerOp3D(c, grid=2)}
+    mixed = MixedOp(C, ops).eval()
+    scripted = torch.jit.script(mixed)
+    x, weight = torch.randn(2, C, 4, 4, 4), torch.tensor([0.3, 0.7])
+    torch.testing.assert_close(scripted(x, weight), mixed(x, weight), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "channels, num_heads, expected", [(8, 8, 8), (12, 8, 6), (10, 8, 5), (7, 8, 7), (9, 8, 3), (16, 4, 4), (13, 8, 1)]
+)
+def test_heads_are_the_largest_divisor(channels, num_heads, expected):
+    assert largest_divisor_at_most(channels, num_heads) == expected
+    op = TransformerOp3D(channels, grid=2, num_heads=num_heads)
+    assert op.num_heads == expected
+    assert op.seg_attn.num_heads == expected and op.seg_attn.head_dim * expected == channels
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"grid": 1}, "grid"),
+        ({"spatial_dims": 2}, "spatial_dims"),
+        ({"num_layers": 0}, "num_layers"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"in_channels": 0}, "in_channels"),
+    ],
+)
+def test_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TransformerOp3D(**{"in_channels": C, **kwargs})
+
+
+def test_wrong_input_channels():
+    with pytest.raises(ValueError, match="expects input"):
+        _seeded_op()(torch.randn(1, C + 1, 4, 4, 4))
+
+
+@pytest.mark.parametrize(
+    "channels, grid, spatial, num_layers, mlp_ratio",
+    [
+        (16, 4, 16, 1, 2.0),
+        (16, 8, 32, 1, 2.0),
+        (12, 3, 9, 2, 4.0),  # 6 heads, deeper and wider
+    ],
+)
+def test_memory_estimate_matches_saved_tensors(channels, grid, spatial, num_layers, mlp_ratio):
+    batch = 2
+    torch.manual_seed(0)
+    op = TransformerOp3D(channels, grid=grid, num_layers=num_layers, mlp_ratio=mlp_ratio).train()
+    x = torch.randn(batch, channels, spatial, spatial, spatial, requires_grad=True)
+    measured = _saved_bytes(op, x) / batch
+    estimated = op.saved_elements((spatial,) * 3) * 4
+    assert estimated == TransformerOp3D.estimate_saved_elements(
+        channels, (spatial,) * 3, grid=grid, num_layers=num_layers, mlp_ratio=mlp_ratio
+    ) * 4
+    assert abs(estimated - measured) <= 0.15 * measured, (estimated, measured)
+
+
+def test_ram_cost_units():
+    op = TransformerOp3D(16, grid=4)
+    size = (20, 24, 28)
+    assert math.isclose(op.ram_cost_for(size), op.saved_elements(size) / (16 * 20 * 24 * 28))
+    assert math.isclose(op.ram_cost, op.ram_cost_for((8, 8, 8)))
+    # nothing of input size is saved, so the per-output-element cost falls as the patch grows
+    assert op.ram_cost_for((64,) * 3) < op.ram_cost_for((32,) * 3)
+    with pytest.raises(ValueError, match="spatial_size"):
+        op.saved_elements((16, 16))
