@@ -8,3 +8,10 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""Losses of the DAST search."""
+
+from __future__ import annotations
+
+from dast_components.losses.memory_budget import MemoryBudgetLoss
+
+__all__ = ["MemoryBudgetLoss"]

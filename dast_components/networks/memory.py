@@ -1,0 +1,294 @@
+# Copyright (c) DAST bundles contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+Training-memory model of DAST networks, built from parts.
+
+Every block reports the number of float elements it keeps for the backward pass ("saved elements") per batch item,
+given its channels and the spatial size of its output; a network's estimate is the sum over its stems, cells and
+output head, plus parameters, gradients and optimiser state. The counts were derived from the autograd graph and
+checked with :func:`saved_tensor_bytes` (``torch.autograd.graph.saved_tensors_hooks``), so the absolute number is a
+usable budget, unlike MONAI's ``get_ram_cost_usage`` (DESIGN.md section 4).
+
+The same per-path costs feed the differentiable :class:`dast_components.losses.MemoryBudgetLoss`, so the search and
+the final estimate agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from dast_components.networks.arch_io import ArchCode
+
+__all__ = [
+    "saved_tensor_bytes",
+    "op_saved_elements",
+    "preprocess_saved_elements",
+    "stem_saved_elements",
+    "path_cost_table",
+    "filter_nums",
+    "estimate_memory",
+    "max_patch_size",
+]
+
+
+def filter_nums(channel_mul: float, num_depths: int) -> list[int]:
+    """Channels of the ``num_depths + 1`` resolution levels, as MONAI's ``TopologyConstruction`` computes them."""
+    return [int(32 * (2**i) * channel_mul) for i in range(num_depths + 1)]
+
+
+def _volume(spatial_size: Sequence[int]) -> float:
+    return float(math.prod(int(s) for s in spatial_size))
+
+
+def op_saved_elements(
+    name: str, channels: int, spatial_size: Sequence[int], transformer: dict[str, Any] | None = None
+) -> float:
+    """
+    Float elements one cell op keeps for backward, per batch item.
+
+    Args:
+        name: op name from an op pool (``skip_connect``, ``conv_3x3x3``, ``conv_3x3x1``, ``conv_3x1x3``,
+            ``conv_1x3x3``, ``transformer``).
+        channels: channels of the op (input == output).
+        spatial_size: spatial size ``(H, W, D)`` of the op's input and output.
+        transformer: keyword arguments of :meth:`TransformerOp3D.estimate_saved_elements` (``grid``, ``num_layers``,
+            ``mlp_ratio``) for the ``transformer`` op.
+    """
+    vol = _volume(spatial_size) * channels
+    if name == "skip_connect":
+        return 0.0  # identity: nothing saved
+    if name == "conv_3x3x3":
+        return 2.0 * vol  # relu output (read by the conv) + conv output (read by the norm)
+    if name in ("conv_3x3x1", "conv_3x1x3", "conv_1x3x3"):
+        return 3.0 * vol  # relu output + two conv outputs
+    if name == "transformer":
+        from dast_components.networks.transformer import TransformerOp3D
+
+        return TransformerOp3D.estimate_saved_elements(channels, spatial_size, **(transformer or {}))
+    raise ValueError(f"unknown op name {name!r}: no memory model for it.")
+
+
+def preprocess_saved_elements(rate: int, c_in: int, c_out: int, out_size: Sequence[int]) -> float:
+    """
+    Float elements the connection block in front of a cell op keeps, per batch item.
+
+    Args:
+        rate: ``-1`` 2x downsample, ``1`` 2x upsample, ``0`` same resolution.
+        c_in: input channels.
+        c_out: output channels.
+        out_size: spatial size of the block output.
+    """
+    vol = _volume(out_size)
+    if rate == -1:  # relu at the input resolution (8x), then concatenated strided convs -> norm
+        return (8.0 * c_in + c_out) * vol
+    if rate == 1:  # upsample -> relu (saved at output resolution) -> 1x1 conv -> norm
+        return (c_in + c_out) * vol
+    if c_in == c_out:
+        return 0.0
+    return (c_in + c_out) * vol  # align channels: relu -> 1x1 conv -> norm
+
+
+def stem_saved_elements(
+    channels: Sequence[int], patch_size: Sequence[int], num_depths: int, num_classes: int, in_channels: int = 1
+) -> float:
+    """
+    Float elements kept by DiNTS' input stems, output stems, head and loss, per batch item (``use_downsample=True``).
+
+    Args:
+        channels: ``filter_nums`` of the network (``num_depths + 1`` values).
+        patch_size: spatial size of the network input.
+        num_depths: number of resolutions of the search space.
+        num_classes: output channels.
+        in_channels: input channels.
+    """
+    full = _volume(patch_size)
+    total = 0.0
+    for d in range(num_depths):
+        v_d = full / 8.0**d  # stem input resolution (the image resized by 1 / 2**d)
+        total += in_channels * v_d if d > 0 else in_channels * full  # conv input (the resized image)
+        total += 2.0 * channels[d] * v_d  # norm input + relu output
+        total += channels[d + 1] * v_d / 8.0  # strided conv -> norm input
+        # output stem at this depth: relu (input res) + conv output, then upsample (saves nothing)
+        total += (channels[d + 1] + channels[d]) * v_d / 8.0
+        total += channels[d] * v_d / 8.0  # the add of the deeper output stem into this one's input
+    # final head at full resolution: relu output, conv output, norm output (read by the 1x1 conv)
+    total += 3.0 * channels[0] * full
+    # logits, softmax/log-softmax and one-hot target of Dice + CE
+    total += 4.0 * num_classes * full
+    return total
+
+
+def path_cost_table(
+    channels: Sequence[int],
+    patch_size: Sequence[int],
+    num_depths: int,
+    ops: Sequence[str],
+    use_downsample: bool = True,
+    transformer: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """
+    Saved elements of every (path, op) choice of one block, per batch item, connection block included.
+
+    Paths are numbered as in MONAI's ``TopologyConstruction`` (``3 * num_depths - 2`` per block).
+
+    Returns:
+        float64 tensor of shape ``(paths, len(ops))``.
+    """
+    paths = 3 * num_depths - 2
+    arch_code2in = [(i + 1) // 3 - 1 + (i + 1) % 3 for i in range(paths)]
+    arch_code2ops = ([-1, 0, 1] * num_depths)[1:-1]
+    arch_code2out = ([d for d in range(num_depths) for _ in range(3)])[1:-1]
+    shift = int(use_downsample)
+    table = torch.zeros(paths, len(ops), dtype=torch.float64)
+    for p in range(paths):
+        d_out = arch_code2out[p]
+        size = [s / 2 ** (d_out + shift) for s in patch_size]
+        c_in, c_out = channels[arch_code2in[p] + shift], channels[d_out + shift]
+        pre = preprocess_saved_elements(arch_code2ops[p], c_in, c_out, size)
+        for o, name in enumerate(ops):
+            table[p, o] = pre + op_saved_elements(name, c_out, size, transformer)
+    return table
+
+
+def _parameter_count(arch: ArchCode, in_channels: int, num_classes: int) -> int:
+    from dast_components.networks.nets import DASTNet
+
+    net = DASTNet(arch, in_channels=in_channels, num_classes=num_classes)
+    return sum(p.numel() for p in net.parameters())
+
+
+def estimate_memory(
+    arch: ArchCode | str,
+    patch_size: Sequence[int] | int,
+    batch_size: int = 2,
+    in_channels: int = 1,
+    num_classes: int = 3,
+    bytes_per_element: int = 4,
+    optimizer_states: int = 1,
+    num_parameters: int | None = None,
+) -> int:
+    """
+    Estimated peak training memory (bytes) of a decoded architecture.
+
+    Sum of: activations kept for backward (stems, active cells with their connection blocks, head and loss) times the
+    batch; a backward working set of two copies of the largest full-resolution activation; parameters, their
+    gradients and ``optimizer_states`` optimiser buffers (1 for SGD with momentum, 2 for Adam).
+
+    Args:
+        arch: an :class:`~dast_components.networks.arch_io.ArchCode` or the path of an architecture file.
+        patch_size: spatial size of the training patch (an int means a cube).
+        batch_size: patches per step.
+        in_channels: image channels.
+        num_classes: output classes.
+        bytes_per_element: 4 for float32 training.
+        optimizer_states: optimiser buffers per parameter.
+        num_parameters: parameter count if known (otherwise the network is built once to count them).
+
+    Returns:
+        estimated bytes.
+    """
+    from dast_components.networks.arch_io import load_arch
+
+    if isinstance(arch, (str, bytes)) or hasattr(arch, "__fspath__"):
+        arch = load_arch(arch)  # type: ignore[arg-type]
+    if isinstance(patch_size, int):
+        patch_size = (patch_size,) * 3
+    if len(patch_size) != 3:
+        raise ValueError(f"patch_size must have 3 values (H, W, D), got {patch_size}.")
+    channels = filter_nums(arch.channel_mul, arch.num_depths)
+    table = path_cost_table(
+        channels, patch_size, arch.num_depths, arch.ops, arch.use_downsample, arch.transformer_kwargs()
+    )
+    cells = 0.0
+    for blk in range(arch.num_blocks):
+        for p, active in enumerate(arch.arch_code_a[blk]):
+            if active:
+                cells += float(table[p, int(arch.arch_code_c[blk][p])])
+    stems = stem_saved_elements(channels, patch_size, arch.num_depths, num_classes, in_channels)
+    workspace = 2.0 * channels[0] * _volume(patch_size)
+    activations = (cells + stems + workspace) * batch_size
+    if num_parameters is None:
+        num_parameters = _parameter_count(arch, in_channels, num_classes)
+    params = num_parameters * (2 + optimizer_states)
+    return int((activations + params) * bytes_per_element)
+
+
+def max_patch_size(
+    arch: ArchCode | str,
+    budget_gib: float,
+    batch_size: int = 2,
+    stride: int | None = None,
+    max_size: int = 1024,
+    **kwargs: Any,
+) -> int:
+    """
+    Largest cubic patch edge (a multiple of the network stride) whose estimated training memory fits the budget.
+
+    Args:
+        arch: an ``ArchCode`` or the path of an architecture file.
+        budget_gib: memory budget in GiB.
+        batch_size: patches per step.
+        stride: required multiple (default ``2 ** (num_depths + 1)``).
+        max_size: upper bound of the search.
+        kwargs: passed to :func:`estimate_memory`.
+
+    Returns:
+        the patch edge, or 0 if even the smallest patch does not fit.
+    """
+    from dast_components.networks.arch_io import load_arch
+    from dast_components.networks.nets import DASTNet
+
+    if isinstance(arch, (str, bytes)) or hasattr(arch, "__fspath__"):
+        arch = load_arch(arch)  # type: ignore[arg-type]
+    if budget_gib <= 0:
+        raise ValueError(f"budget_gib must be positive, got {budget_gib}.")
+    stride = stride or 2 ** (arch.num_depths + 1)
+    budget = budget_gib * 1024**3
+    if "num_parameters" not in kwargs:
+        net = DASTNet(arch, in_channels=kwargs.get("in_channels", 1), num_classes=kwargs.get("num_classes", 3))
+        kwargs["num_parameters"] = sum(p.numel() for p in net.parameters())
+    best, size = 0, stride
+    while size <= max_size:  # memory grows monotonically with the patch edge
+        if estimate_memory(arch, size, batch_size, **kwargs) > budget:
+            break
+        best, size = size, size + stride
+    return best
+
+
+def saved_tensor_bytes(fn: Callable[[], torch.Tensor]) -> int:
+    """
+    Bytes of the tensors autograd keeps for backward while ``fn()`` runs (parameters excluded).
+
+    Tensors are deduplicated by storage, so a tensor saved by two consumers counts once. Use it to check the
+    per-block counts of this module.
+
+    Args:
+        fn: a callable running the forward pass whose saved tensors are counted.
+    """
+    storages: dict[int, int] = {}
+    param_ptrs: set[int] = set()
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if isinstance(t, torch.nn.Parameter) or t.requires_grad and t.is_leaf:
+            param_ptrs.add(t.untyped_storage().data_ptr())
+        else:
+            st = t.untyped_storage()
+            storages[st.data_ptr()] = st.nbytes()
+        return t.detach()
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(n for ptr, n in storages.items() if ptr not in param_ptrs)
