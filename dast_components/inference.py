@@ -1,0 +1,257 @@
+# Copyright (c) DAST bundles contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Inference helpers of the KiTS19 bundle: weights with clear errors, the fold ensemble, input lists, output names.
+
+A checkpoint written by ``train.json`` holds ``{"model": state_dict, "bundle": {...}}``; the ``bundle`` record
+(:class:`dast_components.training.CheckpointRecord`) carries the intensity window the weights were trained with, so
+inference scales new images exactly as training did (:func:`read_intensity`).
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    "FoldEnsemble",
+    "inference_items",
+    "kits19_prediction_name",
+    "load_network",
+    "read_checkpoint",
+    "read_intensity",
+]
+
+logger = logging.getLogger(__name__)
+
+_HOW_TO_GET_WEIGHTS = (
+    "Train it with `python -m monai.bundle run training --config_file {root}/configs/train.json "
+    "--bundle_root {root} --dataset_dir /path/to/kits19/data --fold K` (fold 0 also writes models/model.pt; "
+    "fold K writes models/model_foldK.pt), or download the released bundle (see {root}/docs/README.md), "
+    "or point --ckpt_path at an existing weight file."
+)
+
+
+def _bundle_root(path: Path) -> str:
+    return str(path.parent.parent) if path.parent.name == "models" else "bundles/dast_kits19_seg"
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a weight file written by ``train.json`` (``torch.load(weights_only=True)``, on CPU).
+
+    Args:
+        path: ``.pt`` file.
+
+    Raises:
+        FileNotFoundError: no such file; the message says how to train or download the weights.
+        ValueError: the file is not a checkpoint of this bundle.
+
+    Returns:
+        the checkpoint dictionary; a bare state dict is returned as ``{"model": state_dict}``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no trained weights at {path}. " + _HOW_TO_GET_WEIGHTS.format(root=_bundle_root(path.absolute()))
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  any unpickling failure means "not our checkpoint"
+        raise ValueError(f"cannot read {path} as a weight file (torch.load with weights_only=True): {err}") from None
+    if not isinstance(ckpt, Mapping):
+        raise ValueError(f"{path} holds a {type(ckpt).__name__}, expected a dict of tensors or {{'model': ...}}.")
+    if "model" not in ckpt:
+        if all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            return {"model": dict(ckpt)}
+        raise ValueError(f"{path} has no 'model' entry (keys: {sorted(ckpt)[:8]}).")
+    return dict(ckpt)
+
+
+def read_intensity(path: str | os.PathLike) -> dict[str, float]:
+    """The intensity window ``{"lower", "upper"}`` (HU) stored with the weights at ``path``.
+
+    Args:
+        path: weight file written by ``train.json``.
+
+    Raises:
+        FileNotFoundError: no such file (with how to get one).
+        ValueError: the file carries no intensity window; set the ``intensity`` config id by hand.
+    """
+    record = read_checkpoint(path).get("bundle", {})
+    window = record.get("intensity") if isinstance(record, Mapping) else None
+    if not isinstance(window, Mapping) or not {"lower", "upper"} <= set(window):
+        raise ValueError(
+            f"{path} does not record the intensity window it was trained with; pass it explicitly, e.g. "
+            "--intensity \"{'lower': -50.0, 'upper': 250.0}\" (the 5th/95th foreground percentiles of its "
+            "training set)."
+        )
+    lower, upper = float(window["lower"]), float(window["upper"])
+    if not upper > lower:
+        raise ValueError(f"{path} records an empty intensity window lower={lower}, upper={upper}.")
+    return {"lower": lower, "upper": upper}
+
+
+def _load_weights(network: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
+    ckpt = read_checkpoint(path)
+    target = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
+    try:
+        target.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as err:
+        trained = ckpt.get("bundle", {}).get("arch_file") if isinstance(ckpt.get("bundle"), Mapping) else None
+        hint = f" They were trained with the architecture {trained}." if trained else ""
+        first = str(err).splitlines()[0:3]
+        raise ValueError(
+            f"the weights in {path} do not fit the network built from the configured architecture "
+            f"(arch_file, channel_mul, grid must match training).{hint} PyTorch says: {' '.join(first)}"
+        ) from None
+    return ckpt
+
+
+class FoldEnsemble(nn.Module):
+    """Average of the softmax outputs of several models (e.g. the five cross-validation folds).
+
+    ``forward`` returns ``log(mean_k softmax(model_k(x_k)))``: applying softmax to it gives back the averaged
+    probabilities exactly, so the single-model postprocessing (``Activationsd(softmax=True)``, argmax) is used
+    unchanged.
+
+    The input is scaled with the window of the first model (the preprocessing). Models trained with another
+    intensity window get the input re-mapped to their own window, ``x_k = clip((x (u_0 - l_0) + l_0 - l_k) /
+    (u_k - l_k), 0, 1)``; this is exact except for voxels clipped by the first window but inside the k-th (the
+    windows of folds differ by a few HU).
+
+    Args:
+        models: the networks, each ``(B, 1, H, W, D) -> (B, C, H, W, D)`` logits.
+        windows: intensity window ``{"lower", "upper"}`` of each model; ``None``: all use the same window.
+    """
+
+    def __init__(self, models: Sequence[nn.Module], windows: Sequence[Mapping[str, float]] | None = None) -> None:
+        super().__init__()
+        if len(models) == 0:
+            raise ValueError("FoldEnsemble needs at least one model.")
+        if windows is not None and len(windows) != len(models):
+            raise ValueError(f"got {len(models)} models but {len(windows)} intensity windows.")
+        self.models = nn.ModuleList(models)
+        scale, shift = [], []
+        for w in windows or [{"lower": 0.0, "upper": 1.0}] * len(models):
+            ref = (windows or [w])[0]
+            # x_hu = x * (u0 - l0) + l0;  x_k = (x_hu - lk) / (uk - lk) = x * scale + shift
+            width = float(w["upper"]) - float(w["lower"])
+            scale.append((float(ref["upper"]) - float(ref["lower"])) / width)
+            shift.append((float(ref["lower"]) - float(w["lower"])) / width)
+        self.register_buffer("scale", torch.tensor(scale), persistent=False)
+        self.register_buffer("shift", torch.tensor(shift), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W, D)`` scaled image -> ``(B, C, H, W, D)`` log of the mean class probabilities."""
+        probs = None
+        for k, model in enumerate(self.models):
+            p = torch.softmax(model((x * self.scale[k] + self.shift[k]).clamp(0, 1)).float(), dim=1)
+            probs = p if probs is None else probs + p
+        return torch.log((probs / len(self.models)).clamp_min(torch.finfo(torch.float32).tiny))
+
+
+def load_network(
+    network_def: nn.Module, checkpoints: str | os.PathLike | Sequence[str | os.PathLike], device: str | torch.device
+) -> nn.Module:
+    """The network of ``network_def`` with trained weights, or a :class:`FoldEnsemble` of several weight files.
+
+    Args:
+        network_def: an instance of the bundle's network (not modified when several checkpoints are given).
+        checkpoints: one weight file, or a list; a list of more than one builds an ensemble of copies of
+            ``network_def``, model k with the weights and intensity window of file k.
+        device: where to put the network.
+
+    Raises:
+        FileNotFoundError: a weight file is missing (the message says how to train or download it).
+        ValueError: a file is unreadable or does not fit the network.
+
+    Returns:
+        the network in eval mode on ``device``.
+    """
+    paths = [checkpoints] if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints)
+    if not paths:
+        raise ValueError("no weight files given.")
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"no trained weights at {', '.join(missing)}. "
+            + _HOW_TO_GET_WEIGHTS.format(root=_bundle_root(Path(missing[0]).absolute()))
+        )
+    if len(paths) == 1:
+        _load_weights(network_def, paths[0])
+        logger.info("loaded weights %s", paths[0])
+        return network_def.to(device).eval()
+    models, windows = [], []
+    for path in paths:
+        model = copy.deepcopy(network_def)
+        _load_weights(model, path)
+        models.append(model)
+        windows.append(read_intensity(path))
+    logger.info("ensemble of %d models: %s", len(paths), ", ".join(str(p) for p in paths))
+    return FoldEnsemble(models, windows).to(device).eval()
+
+
+def inference_items(dataset_dir: str | os.PathLike, pattern: str | None = None) -> list[dict[str, str]]:
+    """Images to segment: ``{"image": path}`` entries, sorted.
+
+    Args:
+        dataset_dir: a KiTS19 ``data`` folder (``case_XXXXX/imaging.nii.gz``), a folder of NIfTI files, or one
+            NIfTI file.
+        pattern: glob pattern relative to ``dataset_dir``; defaults to ``case_*/imaging.nii.gz`` when such cases
+            exist, else ``*.nii.gz`` and ``*.nii``.
+
+    Raises:
+        ValueError: nothing to segment.
+    """
+    root = Path(dataset_dir).expanduser()
+    if root.is_file():
+        return [{"image": str(root.absolute())}]
+    if not root.is_dir():
+        raise ValueError(f"dataset_dir '{root}' does not exist; pass --dataset_dir with the images to segment.")
+    if pattern:
+        patterns = [pattern]
+    elif glob.glob(str(root / "case_*" / "imaging.nii.gz")):
+        patterns = ["case_*/imaging.nii.gz"]
+    else:
+        patterns = ["*.nii.gz", "*.nii"]
+    files = sorted({f for p in patterns for f in glob.glob(str(root / p))})
+    if not files:
+        raise ValueError(f"no images matching {patterns} in '{root}'.")
+    return [{"image": str(Path(f).absolute())} for f in files]
+
+
+_CASE_RE = re.compile(r"case_(\d+)$")
+
+
+def kits19_prediction_name(metadict: Mapping[str, Any] | None, saver: Any) -> dict[str, Any]:
+    """``output_name_formatter`` of ``SaveImaged``: KiTS19 submission names.
+
+    ``.../case_00042/imaging.nii.gz`` becomes ``prediction_00042`` (the challenge's expected name); any other
+    input keeps its file name (without extension), so distinct inputs never share an output file.
+    """
+    source = str((metadict or {}).get("filename_or_obj", getattr(saver, "_data_index", 0)))
+    p = Path(source)
+    name = p.name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    match = _CASE_RE.match(p.parent.name)
+    if name == "imaging" and match:
+        name = f"prediction_{match.group(1)}"
+    return {"subject": name, "idx": None}

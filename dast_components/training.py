@@ -1,0 +1,290 @@
+# Copyright (c) DAST bundles contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Pieces of the retraining workflow (``bundles/dast_kits19_seg/configs/train.json``) that MONAI lacks.
+
+- :func:`epochs_for_iterations`: the paper counts training in iterations; MONAI trainers (and MONAI Label, which
+  overrides ``train#trainer#max_epochs``) count epochs.
+- :func:`training_intensity`: the intensity window of whatever training list the workflow got: the cached
+  fold statistics of ``prepare_kits19_data`` for the bundle's own split, or percentiles of a list passed in from
+  outside (MONAI Label replaces ``train#dataset#data``).
+- :class:`CheckpointRecord`: plain values stored in the checkpoint next to the weights (intensity window, spacing,
+  architecture, fold), so a weight file carries the preprocessing it was trained with.
+- :class:`TrainingLog`: one CSV row per epoch with the training loss and the latest validation metrics.
+- :func:`handlers_for_rank`: under ``torchrun`` only rank 0 logs and writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+from dast_components.data.checks import atomic_path, write_json_atomic
+
+__all__ = [
+    "CheckpointRecord",
+    "TrainingLog",
+    "check_patch_size",
+    "epochs_for_iterations",
+    "handlers_for_rank",
+    "training_intensity",
+]
+
+logger = logging.getLogger(__name__)
+
+_RANK0_ONLY = (
+    "StatsHandler",
+    "TensorBoardStatsHandler",
+    "TensorBoardImageHandler",
+    "CheckpointSaver",
+    "MetricsSaver",
+    "ClassificationSaver",
+    "MLFlowHandler",
+    "TrainingLog",
+    "KiTS19ReportHandler",
+)
+
+
+def epochs_for_iterations(num_iterations: int, iterations_per_epoch: int) -> int:
+    """Number of epochs that covers ``num_iterations`` optimiser steps (rounded up).
+
+    Args:
+        num_iterations: requested number of iterations (the paper's 40,000), >= 1.
+        iterations_per_epoch: iterations in one epoch of this process, i.e. ``len(train_dataloader)`` (under
+            ``torchrun`` that is per rank, so every rank takes ``num_iterations`` steps). Must be >= 1.
+
+    Returns:
+        ``ceil(num_iterations / iterations_per_epoch)``.
+    """
+    if int(num_iterations) < 1:
+        raise ValueError(f"num_iterations must be >= 1, got {num_iterations}.")
+    if int(iterations_per_epoch) < 1:
+        raise ValueError(
+            f"the training dataloader yields {iterations_per_epoch} batches per epoch; the training list is empty "
+            "or smaller than batch_size with drop_last."
+        )
+    epochs = math.ceil(int(num_iterations) / int(iterations_per_epoch))
+    logger.info("%d iterations at %d iterations per epoch -> %d epochs", num_iterations, iterations_per_epoch, epochs)
+    return epochs
+
+
+def check_patch_size(patch_size: Sequence[int], stride: int, name: str = "patch_size") -> list[int]:
+    """Check that every side of ``patch_size`` is a positive multiple of the network's ``stride``.
+
+    Args:
+        patch_size: training patch or sliding-window size ``(H, W, D)``.
+        stride: required divisor, ``DASTNet(...).stride`` (``2 ** (num_depths + 1)``).
+        name: config id named in the error message. Defaults to ``"patch_size"``.
+
+    Returns:
+        the patch size as a list of ints.
+    """
+    sizes = [int(s) for s in patch_size]
+    if len(sizes) != 3 or any(s < 1 or s % int(stride) for s in sizes):
+        fixed = [max(int(stride), round(s / int(stride)) * int(stride)) for s in sizes]
+        raise ValueError(
+            f"{name} {list(patch_size)} must be 3 positive multiples of {stride} (2 ** (num_depths + 1) of the "
+            f"architecture), e.g. {fixed}."
+        )
+    return sizes
+
+
+def _normalised(items: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    return sorted(tuple(os.path.normpath(os.path.abspath(str(it[k]))) for k in ("image", "label")) for it in items)
+
+
+def training_intensity(
+    items: Sequence[Mapping[str, Any]],
+    dataset_dir: str | os.PathLike | None = None,
+    fold: int = 0,
+    num_folds: int = 5,
+    seed: int = 0,
+    num_classes: int = 3,
+    cache_dir: str | os.PathLike | None = None,
+    output_dir: str | os.PathLike | None = None,
+) -> dict[str, float]:
+    """Foreground intensity window (5th/95th percentiles) of the training list ``items``.
+
+    When ``dataset_dir`` is a KiTS19 folder whose ``fold`` split has exactly ``items`` as training cases, the
+    statistics cached by :func:`dast_components.data.prepare_kits19_data` are used (nothing is recomputed).
+    Otherwise (e.g. MONAI Label passes its own list as ``train#dataset#data``) the percentiles of ``items`` are
+    computed and cached in ``output_dir`` under a name derived from the list.
+
+    Args:
+        items: training entries ``{"image": path, "label": path}``.
+        dataset_dir, fold, num_folds, seed, num_classes, cache_dir: as for ``prepare_kits19_data``.
+        output_dir: folder for the cache of externally given lists (and prepare's fallback cache folder).
+
+    Returns:
+        ``{"lower": float, "upper": float}``.
+    """
+    from dast_components import data
+
+    if len(items) == 0:
+        raise ValueError("the training list is empty: no intensity statistics can be computed.")
+    wanted = _normalised(items)
+    if dataset_dir is not None and Path(dataset_dir).is_dir():
+        try:
+            prepared = data.prepare_kits19_data(
+                dataset_dir, fold=fold, num_folds=num_folds, cache_dir=cache_dir, num_classes=num_classes,
+                seed=seed, output_dir=output_dir,
+            )
+        except ValueError as err:
+            logger.info("no cached statistics from dataset_dir %s (%s); computing them from the list", dataset_dir, err)
+        else:
+            if _normalised(prepared["training"]) == wanted:
+                return {"lower": float(prepared["intensity"]["lower"]), "upper": float(prepared["intensity"]["upper"])}
+    if output_dir is None:
+        raise ValueError("training_intensity needs output_dir to cache the statistics of a training list given from "
+                         "outside the bundle's split.")
+    digest = hashlib.sha256(json.dumps(wanted).encode()).hexdigest()[:16]
+    path = Path(output_dir) / f"dast_intensity_{digest}.json"
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        logger.info("reusing intensity window %s", path)
+        return {"lower": float(cached["lower"]), "upper": float(cached["upper"])}
+    stats = data.foreground_percentiles(list(items), num_classes=num_classes)
+    write_json_atomic(path, {"cases": [list(p) for p in wanted], **stats})
+    return {"lower": float(stats["lower"]), "upper": float(stats["upper"])}
+
+
+class CheckpointRecord:
+    """Plain values saved in a checkpoint next to the weights (anything ``torch.load(weights_only=True)`` reads).
+
+    Ignite's ``Checkpoint`` (used by MONAI's ``CheckpointSaver``) saves objects through ``state_dict()``; put an
+    instance in ``save_dict`` under a key of its own, e.g. ``{"model": net, "bundle": CheckpointRecord(...)}``.
+
+    Args:
+        values: JSON-like values (numbers, strings, lists, dicts, ``None``).
+
+    Example::
+
+        record = CheckpointRecord(intensity={"lower": -54.0, "upper": 242.0}, pixdim=[1.0, 1.0, 1.0], fold=0)
+    """
+
+    def __init__(self, **values: Any) -> None:
+        self.values = values
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stored values."""
+        return dict(self.values)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replace the stored values."""
+        self.values = dict(state)
+
+
+class TrainingLog:
+    """Ignite handler writing ``{output_dir}/{filename}``: one row per epoch with epoch, iteration, mean training
+    loss, learning rate, and the validation metrics of that epoch (empty when no validation ran).
+
+    The file is rewritten atomically at every epoch, so it is always a complete CSV. Attach it to the trainer after
+    the ``ValidationHandler`` so that the epoch's validation has run.
+
+    Args:
+        output_dir: folder of the CSV file.
+        evaluator: the validation evaluator whose ``state.metrics`` are logged (``None``: no validation columns).
+        optimizer: optimiser whose first param group's ``lr`` is logged (``None``: no lr column).
+        filename: CSV file name. Defaults to ``"training_log.csv"``.
+        loss_key: key of the loss in the trainer output items. Defaults to ``"loss"``.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        evaluator: Any = None,
+        optimizer: Any = None,
+        filename: str = "training_log.csv",
+        loss_key: str = "loss",
+    ) -> None:
+        self.path = Path(output_dir) / filename
+        self.evaluator = evaluator
+        self.optimizer = optimizer
+        self.loss_key = loss_key
+        self.rows: list[dict[str, Any]] = []
+        self._losses: list[float] = []
+        self._pending_val: dict[str, float] = {}
+
+    def attach(self, engine: Any) -> None:
+        """Register on ``engine`` (the trainer)."""
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+        if self.evaluator is not None:
+            self.evaluator.add_event_handler(Events.COMPLETED, self._validated)
+
+    def _validated(self, evaluator: Any) -> None:
+        self._pending_val = {k: float(v) for k, v in evaluator.state.metrics.items() if isinstance(v, (int, float))}
+
+    def _epoch_started(self, engine: Any) -> None:
+        self._losses = []
+
+    def _iteration_completed(self, engine: Any) -> None:
+        output = engine.state.output
+        items = output if isinstance(output, (list, tuple)) else [output]
+        for item in items:
+            if isinstance(item, Mapping) and self.loss_key in item:
+                self._losses.append(float(item[self.loss_key]))
+                break
+
+    def _epoch_completed(self, engine: Any) -> None:
+        row: dict[str, Any] = {
+            "epoch": engine.state.epoch,
+            "iteration": engine.state.iteration,
+            "train_loss": sum(self._losses) / len(self._losses) if self._losses else float("nan"),
+        }
+        if self.optimizer is not None:
+            row["learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        row.update(self._pending_val)
+        self._pending_val = {}
+        self.rows.append(row)
+        columns: list[str] = []
+        for r in self.rows:
+            columns += [c for c in r if c not in columns]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(buf.getvalue(), encoding="utf-8")
+
+
+def handlers_for_rank(handlers: Sequence[Any] | None, rank: int | None = None) -> list[Any]:
+    """The handlers a process should attach: all on rank 0; on other ranks, none that log or write files.
+
+    Kept on every rank: everything else (``ValidationHandler`` must run on all ranks, since validation is
+    distributed; ``CheckpointLoader`` loads the same weights everywhere).
+
+    Args:
+        handlers: the configured handler list (``None`` allowed).
+        rank: process rank; defaults to ``torch.distributed.get_rank()`` when initialised, else 0.
+
+    Returns:
+        the filtered list.
+    """
+    if rank is None:
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    handlers = [h for h in (handlers or []) if h is not None]
+    if rank == 0:
+        return handlers
+    return [h for h in handlers if type(h).__name__ not in _RANK0_ONLY]
