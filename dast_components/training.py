@@ -41,6 +41,7 @@ from dast_components.data.checks import atomic_path, write_json_atomic
 __all__ = [
     "CheckpointRecord",
     "TrainingLog",
+    "cache_memory_rate",
     "check_patch_size",
     "epochs_for_iterations",
     "handlers_for_rank",
@@ -104,6 +105,75 @@ def check_patch_size(patch_size: Sequence[int], stride: int, name: str = "patch_
             f"architecture), e.g. {fixed}."
         )
     return sizes
+
+
+def _available_memory() -> int:
+    """Bytes of memory available to new allocations (``MemAvailable`` of /proc/meminfo, else physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def cache_memory_rate(
+    items: Sequence[Mapping[str, Any]],
+    pixdim: Sequence[float],
+    cache_rate: float,
+    bytes_per_voxel: int = 5,
+    fraction: float = 0.8,
+    available: int | None = None,
+) -> float:
+    """Check that caching ``cache_rate`` of ``items`` after resampling to ``pixdim`` fits in memory.
+
+    ``CacheDataset`` holding more than the machine has ends in a silent SIGKILL by the kernel; this raises a
+    clear error before caching instead. The size of each case at ``pixdim`` is computed from its NIfTI header
+    (nothing is loaded). Under ``torchrun`` every process of the node caches its own copy, so the need is multiplied
+    by ``LOCAL_WORLD_SIZE``.
+
+    Args:
+        items: entries ``{"image": path, ...}``.
+        pixdim: target voxel size in mm.
+        cache_rate: requested fraction of cases to cache, in [0, 1].
+        bytes_per_voxel: cached bytes per voxel (float32 image + uint8 label = 5). Defaults to 5.
+        fraction: share of the available memory that caching may use. Defaults to 0.8.
+        available: available bytes; defaults to ``MemAvailable`` of ``/proc/meminfo``.
+
+    Returns:
+        ``cache_rate`` unchanged when it fits.
+
+    Raises:
+        ValueError: when it does not fit; the message gives the largest ``cache_rate`` that does.
+    """
+    import nibabel as nib
+    import numpy as np
+
+    if not 0.0 <= float(cache_rate) <= 1.0:
+        raise ValueError(f"cache_rate must be in [0, 1], got {cache_rate}.")
+    if float(cache_rate) == 0.0 or not items:
+        return float(cache_rate)
+    voxels = []
+    for item in items:
+        header = nib.load(str(item["image"])).header
+        extent = np.asarray(header.get_data_shape()[:3], dtype=float) * np.asarray(header.get_zooms()[:3], dtype=float)
+        voxels.append(float(np.prod(np.ceil(extent / np.asarray(pixdim, dtype=float)))))
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    per_case = float(np.mean(voxels)) * bytes_per_voxel * processes
+    num_cached = int(len(items) * float(cache_rate))
+    need = per_case * num_cached
+    budget = fraction * (_available_memory() if available is None else available)
+    if need > budget:
+        fits = max(0.0, math.floor(100 * budget / (per_case * len(items))) / 100)
+        raise ValueError(
+            f"caching {num_cached} of {len(items)} cases at {list(pixdim)} mm needs about {need / 2**30:.1f} GiB "
+            f"({processes} process(es) on this node), but {budget / 2**30:.1f} GiB ({fraction:.0%} of the available "
+            f"memory) is the limit; pass --cache_rate {fits} (or add memory) to avoid the process being killed."
+        )
+    logger.info("caching %d cases needs about %.1f GiB of %.1f GiB allowed", num_cached, need / 2**30, budget / 2**30)
+    return float(cache_rate)
 
 
 def _normalised(items: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:

@@ -1,0 +1,52 @@
+# Copyright (c) DAST bundles contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""PathSafeSpacingd: MONAI Label's string ``image_path`` survives resampling; everything else as Spacingd."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Spacingd
+
+from dast_components.transforms import PathSafeSpacingd
+
+__all__: list[str] = []
+
+
+def _data() -> dict:
+    image = MetaTensor(torch.rand(1, 6, 7, 8, generator=torch.Generator().manual_seed(0)), affine=torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0])),
+                       meta={"filename_or_obj": "/d/case_00000/imaging.nii.gz"})
+    return {"image": image, "image_path": "/d/case_00000/imaging.nii.gz", "image_meta_dict": {"note": 1}}
+
+
+def test_plain_spacingd_fails_on_image_path() -> None:
+    # the MONAI behaviour this transform exists for; if MONAI fixes it, PathSafeSpacingd can go
+    with pytest.raises(AttributeError):
+        Spacingd("image", pixdim=(1.0, 1.0, 1.0))(_data())
+
+
+def test_keeps_strings_and_updates_meta_dicts() -> None:
+    data = _data()
+    out = PathSafeSpacingd("image", pixdim=(1.0, 1.0, 1.0))(data)
+    assert out["image_path"] == "/d/case_00000/imaging.nii.gz"
+    assert out["image"].shape == (1, 11, 13, 22)
+    assert out["image_meta_dict"]["note"] == 1 and "affine" in out["image_meta_dict"]
+    reference = Spacingd("image", pixdim=(1.0, 1.0, 1.0))({"image": _data()["image"]})
+    torch.testing.assert_close(out["image"].as_tensor(), reference["image"].as_tensor())
+
+
+def test_invertible() -> None:
+    t = PathSafeSpacingd("image", pixdim=(1.0, 1.0, 1.0))
+    out = t(_data())
+    back = t.inverse(out)
+    assert back["image"].shape == (1, 6, 7, 8)
+    assert back["image_path"] == "/d/case_00000/imaging.nii.gz"
