@@ -182,6 +182,7 @@ def decode_within_budget(
     saved = (alpha_a.detach().clone(), alpha_c.detach().clone())
     best: BudgetDecode | None = None
     plain = 0
+    seen: dict[tuple[str, str], int] = {}
     try:
         for beta in _PENALTIES:
             with torch.no_grad():
@@ -190,7 +191,10 @@ def decode_within_budget(
                 chosen = cost_c.gather(-1, alpha_c.argmax(-1, keepdim=True)).squeeze(-1)
                 alpha_a.copy_(saved[0] - beta * chosen)
             arch = export_arch(space, channel_mul)
-            est = estimate_memory(arch, patch_size, batch_size, in_channels, num_classes)
+            key = (str(arch.arch_code_a), str(arch.arch_code_c))
+            if key not in seen:  # large penalties repeat decodes; each estimate builds the network once
+                seen[key] = estimate_memory(arch, patch_size, batch_size, in_channels, num_classes)
+            est = seen[key]
             if beta == 0.0:
                 plain = est
             if best is None or est < best.estimate:
