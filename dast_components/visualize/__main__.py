@@ -56,9 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     att.add_argument("--intensity", type=float, nargs=2, metavar=("LOWER", "UPPER"), default=None,
                      help="[OPTIONAL] HU window scaled to [0, 1]; default: the training statistics found in the "
                      "bundle, else the volume's min/max (less faithful: the log says so)")
-    att.add_argument("--roi_size", type=int, nargs="+", default=None,
-                     help="[OPTIONAL] sliding-window size (one int = cube); attention on the window centred on the "
-                     "predicted mask. Default: the whole volume in one pass (memory grows with the volume)")
+    att.add_argument("--roi_size", nargs="+", default=["auto"],
+                     help="[OPTIONAL] sliding-window size (one int = cube, or H W D); the attention is computed on the "
+                     "window centred on the predicted mask. 'auto' (default): the training patch recorded with the "
+                     "weights when the volume is larger; 'none': the whole volume in one pass (memory grows with it)")
     att.add_argument("--dpi", type=int, default=100, help="[OPTIONAL] PNG resolution (100)")
 
     curves = sub.add_parser("curves", help="loss and validation Dice against iteration of one or more runs")
@@ -74,6 +75,15 @@ def _size(values: list[int] | None) -> Any:
     if values is None or len(values) == 1:
         return None if values is None else values[0]
     return values
+
+
+def _roi(values: list[str]) -> Any:
+    if len(values) == 1 and values[0].lower() in ("auto", "none"):
+        return None if values[0].lower() == "none" else "auto"
+    try:
+        return _size([int(v) for v in values])
+    except ValueError:
+        raise ValueError(f"--roi_size takes 'auto', 'none' or 1 or 3 ints, got {values}.") from None
 
 
 def main(argv: Sequence[str] | None = None) -> Any:
@@ -93,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
         intensity = None if args.intensity is None else {"lower": args.intensity[0], "upper": args.intensity[1]}
         result = write_attention_maps(
             args.bundle_root, args.image, args.out, weights=args.weights, arch_file=args.arch_file,
-            device=args.device, intensity=intensity, roi_size=_size(args.roi_size), channel_mul=args.channel_mul,
+            device=args.device, intensity=intensity, roi_size=_roi(args.roi_size), channel_mul=args.channel_mul,
             dpi=args.dpi,
         )
         print(f"wrote {len(result['ops'])} attention maps (NIfTI + PNG) to {args.out}")

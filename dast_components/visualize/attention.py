@@ -29,9 +29,11 @@ token) on a ``g x g x g`` token grid of its input. For one volume this module
    panel: CT slice | attention overlay | attention with the predicted mask contour, on the axial slice through the
    centre of the predicted mask (radiological view: patient right on the left, anterior at the top).
 
-By default the whole (padded) volume is one forward pass, so each op's token grid spans the whole volume. With
-``roi_size`` (the training patch, e.g. 160^3) the mask is first predicted with a sliding window and the attention is
-computed on one window centred on the mask: what the network saw in training; the maps are zero outside it.
+Field of view: with a window ``roi_size`` (by default the training patch recorded with the weights, e.g. 160^3,
+when the volume is larger) the mask is first predicted with a sliding window, as the bundle's inference does, and
+the attention is computed on one window centred on the mask: what the network saw in training; the maps are zero
+outside it. When the volume fits in the window (or ``roi_size=None``), the whole padded volume is one forward pass
+and each op's token grid spans the whole volume.
 
 Command line::
 
@@ -56,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dast_components.data.checks import atomic_path
+from dast_components.networks.arch_io import ArchCode
 from dast_components.networks.nets import DASTNet
 from dast_components.networks.transformer import TransformerOp3D
 from dast_components.visualize._common import new_figure, save_figure
@@ -181,7 +184,8 @@ def load_bundle_network(
         bundle_root: the bundle folder (``bundles/dast_kits19_seg``).
         weights: weight file; defaults to ``{bundle_root}/models/model.pt``. Read with
             ``torch.load(weights_only=True)``: a state dict, or a dict holding one under ``"model"``/``"network"``.
-        arch_file: architecture; defaults to ``{bundle_root}/models/arch_code.json``.
+        arch_file: architecture; defaults to the one recorded with the weights (``record["arch"]``, written by the
+            bundle's ``train.json``: exactly what was trained), else ``{bundle_root}/models/arch_code.json``.
         num_classes: output classes. Defaults to 3.
         channel_mul: channel multiplier if training overrode the architecture's (else the weight file's record or
             the architecture's value).
@@ -197,7 +201,6 @@ def load_bundle_network(
     """
     root = Path(bundle_root)
     weights = Path(weights) if weights is not None else root / "models" / "model.pt"
-    arch_file = Path(arch_file) if arch_file is not None else root / "models" / "arch_code.json"
     if not weights.is_file():
         raise FileNotFoundError(
             f"no trained weights at {weights}: train the bundle first (python -m monai.bundle run training "
@@ -209,19 +212,28 @@ def load_bundle_network(
         raise ValueError(f"cannot read {weights} with torch.load(weights_only=True): {err}") from None
     record = dict(ckpt["bundle"]) if isinstance(ckpt, Mapping) and isinstance(ckpt.get("bundle"), Mapping) else {}
     state = _state_dict(ckpt, weights)
+    arch: ArchCode | Path
+    if arch_file is not None:
+        arch, source = Path(arch_file), str(arch_file)
+    elif isinstance(record.get("arch"), Mapping):
+        arch = ArchCode.from_dict(dict(record["arch"]), source=f"{weights} record")
+        source = f"the record of {weights} (trained from {record.get('arch_file', 'an unnamed file')})"
+    else:
+        arch = root / "models" / "arch_code.json"
+        source = str(arch)
     if channel_mul is None and isinstance(record.get("channel_mul"), (int, float)):
         channel_mul = float(record["channel_mul"])
-    net = DASTNet(arch_file, in_channels=1, num_classes=num_classes, channel_mul=channel_mul)
+    net = DASTNet(arch, in_channels=1, num_classes=num_classes, channel_mul=channel_mul)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
         first = " ".join(str(err).splitlines()[:2])
         raise ValueError(
-            f"the weights {weights} do not fit the network built from {arch_file} (channel_mul "
+            f"the weights {weights} do not fit the network built from {source} (channel_mul "
             f"{net.arch.channel_mul if channel_mul is None else channel_mul}, {num_classes} classes); pass the "
             f"--arch_file and --channel_mul used in training. PyTorch says: {first}"
         ) from None
-    logger.info("loaded %s with weights %s (%d transformer ops)", arch_file, weights, len(transformer_ops(net)))
+    logger.info("architecture from %s, weights %s (%d transformer ops)", source, weights, len(transformer_ops(net)))
     return net.to(device).eval(), record
 
 
@@ -373,7 +385,7 @@ def write_attention_maps(
     arch_file: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     intensity: Mapping[str, float] | None = None,
-    roi_size: Sequence[int] | int | None = None,
+    roi_size: Sequence[int] | int | str | None = "auto",
     num_classes: int = 3,
     channel_mul: float | None = None,
     dpi: int = 100,
@@ -386,26 +398,28 @@ def write_attention_maps(
         out_dir: output folder (created). Written: ``image_preprocessed.nii.gz``, ``prediction.nii.gz`` and per
             transformer op ``attention_{path}.nii.gz`` and ``attention_{path}.png`` (``path`` as ``b03_p07``).
         weights: weight file; defaults to ``{bundle_root}/models/model.pt``.
-        arch_file: architecture file; defaults to ``{bundle_root}/models/arch_code.json``.
+        arch_file: architecture file; defaults to the one recorded with the weights, else
+            ``{bundle_root}/models/arch_code.json``.
         device: device of the forward pass. Defaults to ``"cpu"``.
         intensity: ``{"lower", "upper"}`` HU window; defaults to :func:`find_intensity`, else the volume's min/max.
-        roi_size: if given (multiples of the network's stride), predict with a sliding window of this size and
-            compute the attention on one window centred on the predicted mask; ``None`` (default): one forward pass
-            over the whole volume.
+        roi_size: window (multiples of the network's stride): predict with a sliding window of this size and
+            compute the attention on one window centred on the predicted mask. ``"auto"`` (default): the training
+            patch recorded with the weights if the volume is larger than it, else the whole volume. ``None``: one
+            forward pass over the whole volume (memory grows with the volume).
         num_classes: output classes. Defaults to 3.
         channel_mul: channel multiplier override (see :func:`load_bundle_network`).
         dpi: resolution of the PNG panels. Defaults to 100.
 
     Returns:
-        ``{"image": path, "prediction": path, "intensity": window, "slice": z, "ops": {path: {"nifti", "png",
-        "depth", "grid", "foreground_queries"}}}``.
+        ``{"image": path, "prediction": path, "intensity": window or None, "roi": window size or None (whole
+        volume), "slice": z, "ops": {path: {"nifti", "png", "depth", "grid", "foreground_queries"}}}``.
     """
     out_dir = Path(out_dir)
     net, record = load_bundle_network(bundle_root, weights, arch_file, num_classes, channel_mul, device)
     ops = transformer_ops(net)
     if not ops:
-        raise ValueError(f"the architecture {arch_file or Path(bundle_root) / 'models/arch_code.json'} has no "
-                         f"transformer op (op pool {list(net.arch.ops)}): there is no attention to draw.")
+        raise ValueError(f"the architecture of {bundle_root} has no transformer op (op pool {list(net.arch.ops)}): "
+                         "there is no attention to draw.")
     if intensity is None:
         intensity, source = find_intensity(bundle_root, record)
         if intensity is None:
@@ -417,6 +431,13 @@ def write_attention_maps(
     pixdim = record.get("pixdim") if isinstance(record.get("pixdim"), (list, tuple)) else (1.0, 1.0, 1.0)
     volume, affine = preprocess_image(image, intensity, pixdim)
     shape = list(volume.shape)
+    if isinstance(roi_size, str):
+        if roi_size != "auto":
+            raise ValueError(f"roi_size must be 'auto', None or 3 ints, got {roi_size!r}.")
+        patch = record.get("patch_size")
+        whole = _padded_shape(shape, net.stride, None)
+        fits = not isinstance(patch, (list, tuple)) or len(patch) != 3 or all(w <= int(p) for w, p in zip(whole, patch))
+        roi_size = None if fits else [int(p) for p in patch]
     roi = None
     if roi_size is not None:
         roi = [int(roi_size)] * 3 if isinstance(roi_size, int) else [int(r) for r in roi_size]
@@ -425,7 +446,8 @@ def write_attention_maps(
     padded = _padded_shape(shape, net.stride, roi)
     x = torch.from_numpy(volume).to(device)[None, None]
     x = F.pad(x, [0, padded[2] - shape[2], 0, padded[1] - shape[1], 0, padded[0] - shape[0]])
-    logger.info("preprocessed volume %s, padded to %s for the network (stride %d)", shape, padded, net.stride)
+    logger.info("preprocessed volume %s, padded to %s for the network (stride %d); attention over %s", shape, padded,
+                net.stride, "the whole volume" if roi is None else f"a {roi} window centred on the predicted mask")
 
     if roi is None:
         logits, maps = capture_attention(net, x)
@@ -449,6 +471,7 @@ def write_attention_maps(
         "image": _save_nifti(volume, affine, out_dir / "image_preprocessed.nii.gz"),
         "prediction": _save_nifti(pred_np, affine, out_dir / "prediction.nii.gz"),
         "intensity": intensity,
+        "roi": roi,
         "ops": {},
     }
     z = int(round(float(np.nonzero(pred_np)[2].mean()))) if pred_np.any() else shape[2] // 2

@@ -178,6 +178,8 @@ def draw_curves(
                          f"{' or '.join(repr(k) for k in PANELS.values())}.")
 
     fig = new_figure(12.0, 4.4, dpi=dpi)
+    from matplotlib.ticker import MaxNLocator
+
     axes = {panel: fig.add_subplot(1, len(PANELS), i + 1) for i, panel in enumerate(PANELS)}
     styles = ("-", "--", ":", "-.")
     colors = [f"C{i}" for i in range(10)]
@@ -192,6 +194,7 @@ def draw_curves(
                                  marker=marker, markersize=3, linewidth=1.5, label=f"{name}: {column}")
                 drawn[name].append(column)
     for panel, ax in axes.items():
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("iteration")
         ax.set_ylabel("loss" if panel == "loss" else "Dice")
         ax.set_title("training loss" if panel == "loss" else "validation Dice", fontsize=10)
@@ -203,7 +206,8 @@ def draw_curves(
                     transform=ax.transAxes, color="grey")
     if "dice" in axes and axes["dice"].lines:
         low = min(min(line.get_ydata()) for line in axes["dice"].lines)
-        axes["dice"].set_ylim(min(0.0, low), 1.0 if low >= 0 else None)
+        if low >= 0:  # Dice in [0, 1]; the margin keeps lines at exactly 0 or 1 visible off the frame
+            axes["dice"].set_ylim(-0.02, 1.02)
     fig.suptitle(title or "runs: " + ", ".join(data), fontsize=11)
     path = save_figure(fig, out_path)
     logger.info("wrote curves %s (%s)", path, "; ".join(f"{n}: {', '.join(c) or 'nothing'}" for n, c in drawn.items()))

@@ -40,8 +40,8 @@ def _tiny_bundle(root, seed=0, wrap=None):
     torch.manual_seed(seed)
     net = DASTNet(arch_file)
     state = net.state_dict()
-    torch.save(state if wrap is None else {wrap: state, "bundle": {"intensity": {"lower": -100.0, "upper": 300.0}}},
-               root / "models" / "model.pt")
+    record = {"intensity": {"lower": -100.0, "upper": 300.0}, "patch_size": [16, 16, 16], "arch": arch.to_dict()}
+    torch.save(state if wrap is None else {wrap: state, "bundle": record}, root / "models" / "model.pt")
     return arch, net
 
 
@@ -95,6 +95,7 @@ def test_write_attention_maps(tmp_path, ct_image, caplog):
     with caplog.at_level("WARNING"):
         result = write_attention_maps(tmp_path / "bundle", ct_image, out, dpi=40)
     assert "min/max" in caplog.text  # no intensity statistics in this bundle: said in the log
+    assert result["roi"] is None  # no training patch recorded: the whole volume in one pass
     pre = nib.load(result["image"])
     assert np.allclose(np.diag(pre.affine)[:3], 1.0)  # RAS, 1 mm
     ref, _ = preprocess_image(ct_image)
@@ -118,10 +119,13 @@ def test_roi_window_and_checkpoint_record(tmp_path, ct_image, caplog):
     window, source = find_intensity(tmp_path / "bundle", torch.load(tmp_path / "bundle/models/model.pt",
                                                                     weights_only=True)["bundle"])
     assert window == {"lower": -100.0, "upper": 300.0} and "record" in source
+    (tmp_path / "bundle" / "models" / "arch_code.json").unlink()  # the record's architecture is used
     with caplog.at_level("INFO"):
         result = main(["attention", "--bundle_root", str(tmp_path / "bundle"), "--image", str(ct_image),
-                       "--out", str(tmp_path / "out"), "--roi_size", "16", "--device", "cpu", "--dpi", "40"])
+                       "--out", str(tmp_path / "out"), "--device", "cpu", "--dpi", "40"])  # roi auto: record's 16^3
     assert "from the weight file's record" in caplog.text
+    assert "architecture from the record of" in caplog.text
+    assert result["roi"] == [16, 16, 16]
     assert result["intensity"] == window
     shape = nib.load(result["image"]).shape
     for item in result["ops"].values():
