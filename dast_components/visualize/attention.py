@@ -372,6 +372,15 @@ def _draw_panel(
     return save_figure(fig, out_path)
 
 
+def _crop_labels(labels: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """``labels`` of the padded volume with the padding set to background (predictions there mean nothing)."""
+    labels = labels.clone()
+    labels[shape[0]:] = 0
+    labels[:, shape[1]:] = 0
+    labels[:, :, shape[2]:] = 0
+    return labels
+
+
 def _padded_shape(shape: Sequence[int], stride: int, roi: Sequence[int] | None) -> list[int]:
     sizes = [int(math.ceil(s / stride) * stride) for s in shape]
     return [max(s, int(r)) for s, r in zip(sizes, roi)] if roi is not None else sizes
@@ -457,12 +466,12 @@ def write_attention_maps(
 
         with torch.no_grad():
             logits = sliding_window_inference(x, roi, 1, net, overlap=0.25, mode="gaussian")
-        fg = logits[0].argmax(0) > 0
+        fg = _crop_labels(logits[0].argmax(0), shape) > 0
         centre = fg.nonzero().float().mean(0).tolist() if fg.any() else [s / 2 for s in shape]
         start = [min(max(int(round(c - r / 2)), 0), p - r) for c, r, p in zip(centre, roi, padded)]
         region = tuple(slice(s, s + r) for s, r in zip(start, roi))
         _, maps = capture_attention(net, x[(..., *region)])
-    pred = logits[0].argmax(0)
+    pred = _crop_labels(logits[0].argmax(0), shape)
     fg_region = pred[region] > 0
     pred_np = pred[: shape[0], : shape[1], : shape[2]].cpu().numpy().astype(np.uint8)
 
