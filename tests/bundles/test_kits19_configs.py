@@ -48,9 +48,7 @@ def test_layout() -> None:
     assert "Apache License" in (BUNDLE / "LICENSE").read_text()
     assert "CC BY-NC-SA 4.0" in (BUNDLE / "docs" / "data_license.txt").read_text()
     # MONAI Label offers every models/*.pt as weights, shortest name first: no architecture or other .pt there
-    assert sorted(p.name for p in (BUNDLE / "models").glob("*.pt")) in ([], ["model.pt"]) or all(
-        p.name.startswith("model") for p in (BUNDLE / "models").glob("*.pt")
-    )
+    assert all(p.name.startswith("model") for p in (BUNDLE / "models").glob("*.pt"))
 
 
 def test_searched_architecture_loads_with_default_config() -> None:
