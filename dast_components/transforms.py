@@ -12,13 +12,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
-from monai.transforms import Spacingd
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, ScaleIntensityRange, Spacingd
 
-__all__ = ["PathSafeSpacingd"]
+__all__ = ["PathSafeSpacingd", "ScaleIntensityFromCheckpointd"]
 
 
 class PathSafeSpacingd(Spacingd):
@@ -51,4 +54,72 @@ class PathSafeSpacingd(Spacingd):
             del d[k]
         d = super().__call__(d, lazy=lazy)
         d.update(stashed)
+        return d
+
+
+class ScaleIntensityFromCheckpointd(MapTransform):
+    """``ScaleIntensityRanged`` whose window ``[a_min, a_max]`` is the one the weights were trained with.
+
+    The window is read from the ``bundle`` record of the weight file (:func:`dast_components.inference.read_intensity`)
+    on first use and read again whenever the file changes (modification time or size), so a long-lived pipeline
+    (a MONAI Label server that retrains ``models/model.pt``) always scales like the weights it runs. A fixed
+    ``window`` overrides the file.
+
+    Args:
+        keys: keys of the images to scale.
+        checkpoint: weight file written by ``train.json``.
+        window: ``{"lower", "upper"}`` in HU to use instead of the file's record. Defaults to ``None`` (read the file).
+        b_min: output value of ``lower``. Defaults to 0.0.
+        b_max: output value of ``upper``. Defaults to 1.0.
+        clip: clip the output to ``[b_min, b_max]``. Defaults to True.
+        allow_missing_keys: do not fail on missing keys.
+
+    Example::
+
+        ScaleIntensityFromCheckpointd("image", checkpoint="bundles/dast_kits19_seg/models/model.pt")
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        checkpoint: str | os.PathLike,
+        window: Mapping[str, float] | None = None,
+        b_min: float = 0.0,
+        b_max: float = 1.0,
+        clip: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if window is not None and not {"lower", "upper"} <= set(window):
+            raise ValueError(f"window must have keys 'lower' and 'upper', got {dict(window)!r}.")
+        self.checkpoint = Path(checkpoint)
+        self.fixed = None if window is None else {"lower": float(window["lower"]), "upper": float(window["upper"])}
+        self.b_min, self.b_max, self.clip = float(b_min), float(b_max), bool(clip)
+        self._stamp: tuple[int, int] | None = None
+        self._window: dict[str, float] | None = None
+
+    def window(self) -> dict[str, float]:
+        """The current window ``{"lower", "upper"}`` (re-read when the weight file changed)."""
+        if self.fixed is not None:
+            return self.fixed
+        from dast_components.inference import read_intensity
+
+        try:
+            stat = self.checkpoint.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            stamp = None
+        if self._window is None or stamp != self._stamp:
+            self._window = read_intensity(self.checkpoint)  # raises with how-to when the file is missing
+            self._stamp = stamp
+        return self._window
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        w = self.window()
+        scaler = ScaleIntensityRange(
+            a_min=w["lower"], a_max=w["upper"], b_min=self.b_min, b_max=self.b_max, clip=self.clip
+        )
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = scaler(d[key])
         return d

@@ -8,7 +8,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""PathSafeSpacingd: MONAI Label's string ``image_path`` survives resampling; everything else as Spacingd."""
+"""PathSafeSpacingd keeps MONAI Label's string ``image_path``; ScaleIntensityFromCheckpointd follows the weights."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Spacingd
 
-from dast_components.transforms import PathSafeSpacingd
+from dast_components.transforms import PathSafeSpacingd, ScaleIntensityFromCheckpointd
 
 __all__: list[str] = []
 
@@ -50,3 +50,20 @@ def test_invertible() -> None:
     back = t.inverse(out)
     assert back["image"].shape == (1, 6, 7, 8)
     assert back["image_path"] == "/d/case_00000/imaging.nii.gz"
+
+
+def test_scale_from_checkpoint_follows_the_weight_file(tmp_path) -> None:
+    path = tmp_path / "model.pt"
+    scale = ScaleIntensityFromCheckpointd("image", checkpoint=path)
+    with pytest.raises(FileNotFoundError, match="no trained weights"):
+        scale({"image": torch.zeros(1, 2, 2, 2)})
+    torch.save({"model": {}, "bundle": {"intensity": {"lower": 0.0, "upper": 100.0}}}, path)
+    image = torch.tensor([-10.0, 25.0, 100.0, 150.0]).view(1, 4, 1, 1)
+    torch.testing.assert_close(scale({"image": image})["image"].flatten(), torch.tensor([0.0, 0.25, 1.0, 1.0]))
+    # retrained weights with another window (a different size, so the change is seen whatever the clock)
+    torch.save({"model": {"w": torch.zeros(3)}, "bundle": {"intensity": {"lower": -50.0, "upper": 50.0}}}, path)
+    torch.testing.assert_close(scale({"image": image})["image"].flatten(), torch.tensor([0.4, 0.75, 1.0, 1.0]))
+    fixed = ScaleIntensityFromCheckpointd("image", checkpoint=tmp_path / "none.pt", window={"lower": 0, "upper": 200})
+    torch.testing.assert_close(fixed({"image": image})["image"].flatten(), torch.tensor([0.0, 0.125, 0.5, 0.75]))
+    with pytest.raises(ValueError, match="lower"):
+        ScaleIntensityFromCheckpointd("image", checkpoint=path, window={"upper": 1.0})
