@@ -19,6 +19,8 @@
   architecture, fold), so a weight file carries the preprocessing it was trained with.
 - :class:`TrainingLog`: one CSV row per epoch with the training loss and the latest validation metrics.
 - :func:`handlers_for_rank`: under ``torchrun`` only rank 0 logs and writes files.
+- :func:`check_patch_size`, :func:`cache_memory_rate`: start-up checks (patch a multiple of the network stride;
+  cached volumes fit in memory instead of the kernel killing the process).
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ from monai.bundle import ConfigWorkflow
 
 from dast_components.data.synthetic import kits19_affine, make_phantom, to_kits19_array
 from dast_components.metrics import kits19_case_dice
-from tests.bundles.kits19_utils import config_path, save_kits_case, write_tiny_arch
+from dast_components.networks import DASTNet
+from tests.bundles.kits19_utils import config_path, error_chain, save_kits_case, write_tiny_arch
 
 __all__: list[str] = []
 
@@ -124,16 +125,12 @@ def test_monai_label_image_path_key(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("missing", ["model.pt", "model_fold3.pt"])
 def test_missing_weights_say_how_to_get_them(tmp_path: Path, missing: str) -> None:
-    from tests.bundles.kits19_utils import error_chain
-
     arch = write_tiny_arch(tmp_path / "arch.json")
     data = tmp_path / "data"
     _case(data, "case_00000", (1.0, 1.0, 2.0), seed=8)
     extra = {"ensemble": True} if missing != "model.pt" else {}
     if extra:
         (tmp_path / "models").mkdir()
-        from dast_components.networks import DASTNet
-
         state = {"model": DASTNet(str(arch)).state_dict(), "bundle": {"intensity": {"lower": 0.0, "upper": 1.0}}}
         for k in (0, 1, 2, 4):
             torch.save(state, tmp_path / "models" / f"model_fold{k}.pt")
