@@ -102,7 +102,13 @@ def preprocess_saved_elements(rate: int, c_in: int, c_out: int, out_size: Sequen
 
 
 def stem_saved_elements(
-    channels: Sequence[int], patch_size: Sequence[int], num_depths: int, num_classes: int, in_channels: int = 1
+    channels: Sequence[int],
+    patch_size: Sequence[int],
+    num_depths: int,
+    num_classes: int,
+    in_channels: int = 1,
+    input_nodes: Sequence[int] | None = None,
+    output_nodes: Sequence[int] | None = None,
 ) -> float:
     """
     Float elements kept by DiNTS' input stems, output stems, head and loss, per batch item (``use_downsample=True``).
@@ -113,14 +119,20 @@ def stem_saved_elements(
         num_depths: number of resolutions of the search space.
         num_classes: output channels.
         in_channels: input channels.
+        input_nodes: ``node_a[0]`` of a decoded architecture: inactive input stems are pruned by ``DASTNet``.
+        output_nodes: ``node_a[-1]``: output stems below the deepest active output are never run.
     """
     full = _volume(patch_size)
     total = 0.0
+    deepest = num_depths - 1 if output_nodes is None else max(d for d in range(num_depths) if output_nodes[d])
     for d in range(num_depths):
         v_d = full / 8.0**d  # stem input resolution (the image resized by 1 / 2**d)
-        total += in_channels * v_d if d > 0 else in_channels * full  # conv input (the resized image)
-        total += 2.0 * channels[d] * v_d  # norm input + relu output
-        total += channels[d + 1] * v_d / 8.0  # strided conv -> norm input
+        if input_nodes is None or input_nodes[d]:
+            total += in_channels * v_d if d > 0 else in_channels * full  # conv input (the resized image)
+            total += 2.0 * channels[d] * v_d  # norm input + relu output
+            total += channels[d + 1] * v_d / 8.0  # strided conv -> norm input
+        if d > deepest:
+            continue
         # output stem at this depth: relu (input res) + conv output, then upsample (saves nothing)
         total += (channels[d + 1] + channels[d]) * v_d / 8.0
         total += channels[d] * v_d / 8.0  # the add of the deeper output stem into this one's input
@@ -217,7 +229,9 @@ def estimate_memory(
         for p, active in enumerate(arch.arch_code_a[blk]):
             if active:
                 cells += float(table[p, int(arch.arch_code_c[blk][p])])
-    stems = stem_saved_elements(channels, patch_size, arch.num_depths, num_classes, in_channels)
+    stems = stem_saved_elements(
+        channels, patch_size, arch.num_depths, num_classes, in_channels, arch.node_a[0], arch.node_a[-1]
+    )
     workspace = 2.0 * channels[0] * _volume(patch_size)
     activations = (cells + stems + workspace) * batch_size
     if num_parameters is None:

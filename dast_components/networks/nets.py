@@ -17,11 +17,26 @@ from collections.abc import Sequence
 
 import torch
 from monai.networks.nets import DiNTS
+from monai.networks.nets.dints import StemTS
+from torch import nn
 
 from dast_components.networks.arch_io import ArchCode, load_arch
 from dast_components.networks.search_space import DASTInstance
 
 __all__ = ["DASTNet"]
+
+
+class _ZeroStem(nn.Module):
+    """Stand-in for the input stem of an inactive node: zeros of the stem's output shape, no parameters, no compute."""
+
+    def __init__(self, channels: int, factor: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, spatial = x.shape[0], x.shape[2:]
+        return x.new_zeros([b, self.channels] + [s // self.factor for s in spatial])
 
 
 class DASTNet(DiNTS):
@@ -82,4 +97,20 @@ class DASTNet(DiNTS):
             node_a=torch.tensor(code.node_a, dtype=torch.int64),
         )
         self.arch = code
+        self._prune_unused_stems(code)
         self.stride: int = 2 ** (code.num_depths + int(code.use_downsample))
+
+    def _prune_unused_stems(self, code: ArchCode) -> None:
+        """
+        Drop the stems the searched topology never reads: DiNTS runs every input stem and zeroes the outputs of
+        inactive nodes, and builds output stems below the deepest active output. Their parameters would get no
+        gradient (DDP then needs ``find_unused_parameters``) and the input stems cost compute for nothing.
+        """
+        shift = int(code.use_downsample)
+        for d in range(code.num_depths):
+            if not code.node_a[0][d]:
+                channels = self.filter_nums[d + shift]
+                self.stem_down[str(d)] = StemTS(_ZeroStem(channels, 2 ** (d + shift)))
+        deepest = max(d for d in range(code.num_depths) if code.node_a[-1][d])
+        for d in range(deepest + 1, code.num_depths):
+            self.stem_up[str(d)] = StemTS(nn.Identity())
