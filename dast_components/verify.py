@@ -26,7 +26,8 @@ Checks, in order:
 - ``net_in_out``: ``monai.bundle.verify_net_in_out`` of ``network_def`` on the metadata's input shape (on CPU).
 - ``torchscript``: ``network_def`` exported with ``monai.bundle.ckpt_export`` (with ``models/model.pt`` when present,
   else ``torch.jit.script`` of the untrained network), reloaded, and its output compared with the eager network's.
-  A search supernet (``TopologySearch``) is not scriptable by design and is reported as SKIP.
+  A search supernet (``TopologySearch``) is not scriptable by design: the network its architecture parameters decode
+  to (``decode_arch()`` -> ``DASTNet``, what the search exports) is checked instead, or SKIP without ``decode_arch``.
 
 Command line::
 
@@ -451,6 +452,21 @@ def _is_search_supernet(net: torch.nn.Module) -> bool:
     return any(isinstance(m, TopologySearch) for m in net.modules())
 
 
+def _decoded_network(net: torch.nn.Module, meta: Mapping[str, Any]) -> torch.nn.Module | None:
+    """The network a search supernet's current architecture parameters decode to (``DASTNet``), or None."""
+    from dast_components.networks import DASTNet
+
+    spaces = [m for m in net.modules() if callable(getattr(m, "decode_arch", None))]
+    if not spaces:
+        return None
+    fmt = meta["network_data_format"]
+    return DASTNet(
+        spaces[0].decode_arch(),
+        in_channels=int(fmt["inputs"]["image"]["num_channels"]),
+        num_classes=int(fmt["outputs"]["pred"]["num_channels"]),
+    )
+
+
 def check_torchscript(
     bundle_dir: str | os.PathLike,
     config_files: Sequence[str | os.PathLike],
@@ -462,6 +478,7 @@ def check_torchscript(
 
     With a checkpoint (default ``models/model.pt`` when present) the export is MONAI's ``ckpt_export`` (weights
     loaded, metadata and configs embedded); without, the untrained network is scripted with ``torch.jit.script``.
+    For a search supernet the decoded ``DASTNet`` is scripted (untrained) instead.
 
     Args:
         bundle_dir: bundle root.
@@ -478,13 +495,20 @@ def check_torchscript(
     ckpt = Path(ckpt_file) if ckpt_file is not None else root / "models" / _MODEL_PT
     try:
         parser = _parser([Path(f) for f in config_files], meta_file, root, overrides)
+        torch.manual_seed(0)  # a search supernet's initial architecture parameters decode the same way every run
         net = parser.get_parsed_content("network_def")
         shape = _fake_shape(parser.get("_meta_"))
     except Exception as err:  # noqa: BLE001
         return _fail("torchscript", f"cannot build network_def: {type(err).__name__}: {err}")
+    prefix = ""
     if _is_search_supernet(net):
-        return _skip("torchscript", "network_def is a search supernet (TopologySearch), which MONAI does not script; "
-                     "the searched architecture is scripted through the retraining bundle's DASTNet")
+        decoded = _decoded_network(net, parser.get("_meta_"))
+        if decoded is None:
+            return _skip("torchscript", "network_def is a search supernet (TopologySearch), which MONAI does not "
+                         "script, and it has no decode_arch() to build the searched network from")
+        net, ckpt = decoded, Path(os.devnull)  # the search's weights do not belong to the decoded network
+        prefix = (f"search supernet (not scriptable by design); its decoded architecture as DASTNet "
+                  f"({sum(map(sum, net.arch.arch_code_a))} active paths, ops {net.arch.op_counts()}): ")
     torch.manual_seed(0)
     x = torch.rand(*shape)
     with tempfile.TemporaryDirectory() as tmp:
@@ -521,7 +545,8 @@ def check_torchscript(
     diff = float((got - expected).abs().max())
     if not diff <= atol:
         return _fail("torchscript", f"reloaded output differs from eager by {diff:.3g} (allowed {atol:g})")
-    return _pass("torchscript", f"{how}, reloaded; output {tuple(got.shape)} equal to eager (max |diff| {diff:.2g})")
+    return _pass("torchscript", f"{prefix}{how}, reloaded; output {tuple(got.shape)} equal to eager "
+                 f"(max |diff| {diff:.2g})")
 
 
 def verify_bundle(

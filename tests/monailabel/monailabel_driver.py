@@ -121,11 +121,16 @@ def _label_summary(label_file: str, image_file: str) -> dict[str, Any]:
 
 
 def _window(task: Any) -> list[float] | None:
-    """The intensity window of the ``ScaleIntensityRanged`` the task's preprocessing would apply now."""
+    """The intensity window (HU) the task's preprocessing would apply to the next request."""
     from monai.transforms import ScaleIntensityRanged
 
-    scalers = [t for t in task.pre_transforms({"device": "cpu"}) if isinstance(t, ScaleIntensityRanged)]
-    return [float(scalers[0].scaler.a_min), float(scalers[0].scaler.a_max)] if scalers else None
+    for t in task.pre_transforms({"device": "cpu"}):
+        if isinstance(t, ScaleIntensityRanged):
+            return [float(t.scaler.a_min), float(t.scaler.a_max)]
+        if callable(getattr(t, "window", None)):  # dast_components.transforms.ScaleIntensityFromCheckpointd
+            w = t.window()
+            return [float(w["lower"]), float(w["upper"])]
+    return None
 
 
 def _network_matches(task: Any, checkpoint: dict[str, Any]) -> bool:
