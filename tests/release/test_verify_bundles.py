@@ -39,7 +39,8 @@ def test_verify_kits19_bundle(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_verify_search_bundle_cli() -> None:
     bundle = REPO / "bundles" / "dast_search"
-    cmd = [sys.executable, "-m", "dast_components.verify", str(bundle), "--overlay", str(bundle / "configs" / "quick.json")]
+    quick = bundle / "configs" / "quick.json"
+    cmd = [sys.executable, "-m", "dast_components.verify", str(bundle), "--overlay", str(quick)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
     lines = [line for line in proc.stdout.splitlines() if line.split(" ", 1)[0] in ("PASS", "FAIL", "SKIP")]
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
