@@ -43,6 +43,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import sys
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -88,8 +89,20 @@ EXCLUDED_DIRS = (
 )
 """Folder names skipped at any depth (caches)."""
 
-EXCLUDED_TOP_DIRS = ("eval", "logs", "log", "runs", "mlruns", "cache", "output", "outputs", "tensorboard")
-"""Folders of the bundle root that hold run outputs (``output_dir`` is ``<bundle_root>/eval``)."""
+EXCLUDED_TOP_DIRS = (
+    "eval",
+    "logs",
+    "log",
+    "runs",
+    "mlruns",
+    "cache",
+    "output",
+    "outputs",
+    "*_output",
+    "*_outputs",
+    "tensorboard",
+)
+"""Folder name patterns of the bundle root that hold run outputs (``output_dir`` is ``<bundle_root>/eval``)."""
 
 EXCLUDED_FILES = (
     "*.pyc",
@@ -223,7 +236,7 @@ def _excluded(rel: PurePosixPath, is_dir: bool, large: set[str]) -> bool:
     parts = rel.parts
     if any(fnmatch.fnmatch(p, pat) for p in (parts if is_dir else parts[:-1]) for pat in EXCLUDED_DIRS):
         return True
-    if parts[0] in EXCLUDED_TOP_DIRS and (is_dir or len(parts) > 1):
+    if any(fnmatch.fnmatch(parts[0], pat) for pat in EXCLUDED_TOP_DIRS) and (is_dir or len(parts) > 1):
         return True
     if is_dir:
         return False
@@ -236,12 +249,32 @@ def _excluded(rel: PurePosixPath, is_dir: bool, large: set[str]) -> bool:
     )
 
 
+def _git_ignored(root: Path, paths: Sequence[str]) -> set[str]:
+    """The ``paths`` (relative to ``root``) that git ignores; empty when ``root`` is not in a git work tree."""
+    if not paths:
+        return set()
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(root), "check-ignore", "--stdin", "-z"],
+            input="\0".join(paths) + "\0",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    if proc.returncode not in (0, 1):  # 128: not a git work tree (e.g. a downloaded bundle)
+        return set()
+    return {p.rstrip("/") for p in proc.stdout.split("\0") if p}
+
+
 def bundle_files(bundle_dir: str | os.PathLike, large_files: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """The folders and files of a bundle that go into its release zip.
 
     Skipped: caches (:data:`EXCLUDED_DIRS`, :data:`EXCLUDED_FILES`), run outputs (``eval/``, ``logs/``, ``runs/`` ...
     in the bundle root), weights (``models/*.pt|.ts|.pth|.onnx|.ckpt``), the paths in ``large_files`` and
-    ``large_files.yml`` itself (the release writes its own).
+    ``large_files.yml`` itself (the release writes its own), and, when the bundle lies in a git work tree, whatever
+    git ignores there (e.g. ``models/arch_code_iter*.json`` written by a search run); tracked files are kept.
 
     Args:
         bundle_dir: bundle root.
@@ -270,6 +303,9 @@ def bundle_files(bundle_dir: str | os.PathLike, large_files: Sequence[str] = ())
             rel = cur_rel / f
             if Path(cur, f).is_file() and not _excluded(rel, False, large):
                 files.append(rel.as_posix())
+    ignored = _git_ignored(root, files + [f"{d}/" for d in folders])
+    files = [f for f in files if f not in ignored]
+    folders = [d for d in folders if d not in ignored]
     return sorted(folders), sorted(files)
 
 

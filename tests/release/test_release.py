@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -175,3 +177,16 @@ def test_cli(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     assert "toy_bundle_v0.2.1.zip" in out and "upload" in out
     assert main([str(bundle), "--out", str(tmp_path / "cli2")]) == 1
     assert "release failed" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs the git command")
+def test_git_ignored_outputs_are_left_out(bundle: Path) -> None:
+    repo = bundle.parent
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    _write(bundle / ".gitignore", "models/arch_code*.json\n")
+    _write(bundle / "models" / "arch_code_iter000010.json", "{}")  # a search run's output
+    subprocess.run(["git", "-C", str(repo), "add", "-f", "toy_bundle/models/arch_code.json"], check=True)
+    folders, files = bundle_files(bundle)
+    assert "models/arch_code_iter000010.json" not in files
+    assert "models/arch_code.json" in files  # tracked: kept although the pattern matches
+    assert ".gitignore" in files and "models" in folders
