@@ -107,12 +107,12 @@ def prepare_data(
 
     rank, world = _dist_info()
     if world == 1:
-        return _prepare()
+        return _logged(_prepare)
     result: dict | None = None
     failure: list[str | None] = [None]
     if rank == 0:
         try:
-            result = _prepare()
+            result = _logged(_prepare)
         except Exception as err:  # noqa: BLE001  re-raised below after telling the other ranks
             failure[0] = f"{type(err).__name__}: {err}"
             dist.broadcast_object_list(failure, src=0)
@@ -121,6 +121,16 @@ def prepare_data(
     if failure[0] is not None:
         raise ValueError(f"rank 0 could not prepare the search data: {failure[0]}")
     return result if result is not None else _prepare()
+
+
+def _logged(fn: Callable[[], Any]) -> Any:
+    """Call ``fn``; log a ``ValueError`` before re-raising it, so the cause heads the output even when the bundle
+    parser wraps it into ``RuntimeError: Failed to evaluate ConfigExpression``."""
+    try:
+        return fn()
+    except ValueError as err:
+        logger.error("%s", err)
+        raise
 
 
 def check_patch_size(patch_size: Sequence[int], stride: int, name: str = "patch_size") -> list[int]:
@@ -170,6 +180,19 @@ def check_search_settings(
     Raises:
         ValueError: naming the setting, its value and what is expected.
     """
+    _logged(lambda: _check_settings(patch_size, train_patch_size, num_depths, ops, num_iterations,
+                                     warmup_iterations, use_downsample))
+
+
+def _check_settings(
+    patch_size: Sequence[int],
+    train_patch_size: Sequence[int],
+    num_depths: int,
+    ops: str | Sequence[str],
+    num_iterations: int | None,
+    warmup_iterations: int | None,
+    use_downsample: bool,
+) -> None:
     resolve_ops(ops)
     if int(num_depths) < 1:
         raise ValueError(f"num_depths must be >= 1, got {num_depths}.")
@@ -637,6 +660,7 @@ class SearchWorkflow:
             num_classes=self.num_classes,
         )
         arch = result.arch
+        self._check_ranks_agree(arch, final=done == self.num_iterations)
         if result.penalty > 0 and done < self.num_iterations:
             self._tighten_lambda(result.plain_estimate)
         counts = arch.op_counts()
@@ -674,6 +698,19 @@ class SearchWorkflow:
             "best_val_dice": provenance["best_val_dice"], "est_memory_gib": provenance["estimated_memory_gib"],
             "memory_lambda": provenance["lambda"], "op_counts": counts, "config_hash": self._config_hash,
         }
+
+    def _check_ranks_agree(self, arch: Any, final: bool) -> None:
+        """Every rank must have decoded the same architecture (they share rank 0's logits)."""
+        if self.world == 1:
+            return
+        code = json.dumps([arch.node_a, arch.arch_code_a, arch.arch_code_c, list(arch.ops)])
+        digest = hashlib.sha256(code.encode()).hexdigest()[:16]
+        digests: list[Any] = [None] * self.world
+        dist.all_gather_object(digests, digest)
+        if len(set(digests)) > 1:
+            raise RuntimeError(f"ranks decoded different architectures (digests by rank: {digests}).")
+        if final:
+            self._info("all %d ranks decoded the same architecture (digest %s)", self.world, digest)
 
     def _tighten_lambda(self, plain_estimate: int) -> None:
         """The plain decode exceeds the budget: lower lambda by the cells' overshoot (at most halving it)."""
