@@ -495,8 +495,9 @@ def check_torchscript(
     ckpt = Path(ckpt_file) if ckpt_file is not None else root / "models" / _MODEL_PT
     try:
         parser = _parser([Path(f) for f in config_files], meta_file, root, overrides)
-        torch.manual_seed(0)  # a search supernet's initial architecture parameters decode the same way every run
-        net = parser.get_parsed_content("network_def")
+        with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+            torch.manual_seed(0)  # a search supernet's initial architecture parameters decode the same way every run
+            net = parser.get_parsed_content("network_def")
         shape = _fake_shape(parser.get("_meta_"))
     except Exception as err:  # noqa: BLE001
         return _fail("torchscript", f"cannot build network_def: {type(err).__name__}: {err}")
@@ -509,8 +510,7 @@ def check_torchscript(
         net, ckpt = decoded, Path(os.devnull)  # the search's weights do not belong to the decoded network
         prefix = (f"search supernet (not scriptable by design); its decoded architecture as DASTNet "
                   f"({sum(map(sum, net.arch.arch_code_a))} active paths, ops {net.arch.op_counts()}): ")
-    torch.manual_seed(0)
-    x = torch.rand(*shape)
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as tmp:
         ts_file = Path(tmp) / "model.ts"
         try:
