@@ -164,7 +164,16 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if args.report:
         report = Path(args.report)
         report.parent.mkdir(parents=True, exist_ok=True)
-        text = f"Command: `python -m dast_components.search.sweep {command}`\n\n{table}\n"
+        text = (
+            "# Memory factor sweep\n\n"
+            f"Command: `python -m dast_components.search.sweep {command}`\n\n"
+            f"Configs: {', '.join(args.configs)}; dataset: `{args.dataset_dir}`.\n\n"
+            "Final memory ratio: expected cell memory / (all paths, costliest op) at the end of the search, which the "
+            "memory term pulls towards lambda. Est. memory: `estimate_memory` of the decoded architecture at the "
+            "configured training patch and batch. Transformers by depth: active transformer paths per output "
+            "resolution.\n\n"
+            f"{table}\n"
+        )
         fd, tmp = tempfile.mkstemp(prefix=f".{report.name}.", suffix=".tmp", dir=report.parent)
         with os.fdopen(fd, "w") as f:
             f.write(text)
