@@ -8,7 +8,7 @@ DEMO_DIR ?= demo_output
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: venv demo test test-fast test-slow clean
+.PHONY: venv demo test test-fast test-slow test-monailabel verify clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -25,15 +25,26 @@ venv: $(VENV)/.installed
 demo: venv
 	DEMO_DIR=$(DEMO_DIR) PY=$(PY) bash demo.sh
 
+# unit tests first (fast), then the slow end-to-end runs of the bundles
 test: venv
-	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
-	$(PY) -m pytest -q -m slow -p no:cacheprovider
+	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider --ignore=tests/monailabel
+	$(PY) -m pytest -q -m slow -p no:cacheprovider --ignore=tests/monailabel
+
+# MONAI Label 0.8.5 pins numpy<2 and jsonschema<4: it gets its own environment, .venv-monailabel
+test-monailabel: venv
+	bash tests/monailabel/make_env.sh
+	$(PY) -m pytest -q -p no:cacheprovider tests/monailabel
+
+# Model Zoo bundle checks (files, metadata schema, changelog, MONAI Label rules, net in/out, TorchScript)
+verify: venv
+	$(PY) -m dast_components.verify bundles/dast_search --overlay bundles/dast_search/configs/quick.json
+	$(PY) -m dast_components.verify bundles/dast_kits19_seg --overlay bundles/dast_kits19_seg/configs/quick.json
 
 test-fast: venv
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --ignore=tests/monailabel
 
 test-slow: venv
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow --ignore=tests/monailabel
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info
