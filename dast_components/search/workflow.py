@@ -472,7 +472,8 @@ class SearchWorkflow:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
-        self.engine._trainable(weights=True)
+        for p in self.network.parameters():  # leave the network as it came: everything trainable
+            p.requires_grad_(True)
         self._info("search finished: %s", json.dumps({k: v for k, v in summary.items() if k != "op_counts"}))
         return summary
 

@@ -90,7 +90,9 @@ def test_quick_search_end_to_end(tmp_path, dataset) -> None:
 
 def test_dints_baseline_is_one_override(tmp_path, dataset) -> None:
     root = tmp_path / "bundle"
-    _run(root, dataset, "--ops", "dints", "--num_iterations", "4", "--warmup_iterations", "2", "--val_interval", "4")
+    output, _ = _run(root, dataset, "--ops", "dints", "--device", "cpu", "--num_iterations", "4",
+                     "--warmup_iterations", "2", "--val_interval", "4")
+    assert "device cpu x 1" in output
     arch = load_arch(root / "models" / "arch_code.json", ops="dints")
     assert arch.ops == ("skip_connect", "conv_3x3x3", "conv_3x3x1", "conv_3x1x3", "conv_1x3x3")
     assert DASTNet(root / "models" / "arch_code.json", ops="dints")(torch.rand(1, 1, 32, 32, 32)).shape[1] == 3
