@@ -90,9 +90,12 @@ def cost_table(space: Any, patch_size: Sequence[int], channel_mul: float | None 
 
 def cell_elements(arch: ArchCode, table: torch.Tensor) -> float:
     """Saved elements per batch item of the active cells of ``arch`` (``table`` from :func:`cost_table`)."""
-    return float(sum(
-        table[p, arch.arch_code_c[b][p]] for b in range(arch.num_blocks) for p, on in enumerate(arch.arch_code_a[b]) if on
-    ))
+    total = 0.0
+    for b in range(arch.num_blocks):
+        for p, active in enumerate(arch.arch_code_a[b]):
+            if active:
+                total += float(table[p, arch.arch_code_c[b][p]])
+    return total
 
 
 def budget_to_lambda(

@@ -144,7 +144,8 @@ class BiLevelSearchEngine:
 
     Example::
 
-        engine = BiLevelSearchEngine(net, DiceCELoss(to_onehot_y=True, softmax=True), sgd, adam, MemoryBudgetLoss(space, (32,) * 3))
+        loss = DiceCELoss(to_onehot_y=True, softmax=True)
+        engine = BiLevelSearchEngine(net, loss, sgd, adam, MemoryBudgetLoss(space, (32,) * 3))
         out = engine.step(weight_batch, arch_batch, ramp=0.5)  # {"loss": ..., "arch_loss": ..., "memory_ratio": ...}
     """
 

@@ -63,7 +63,8 @@ def search_command(
     overrides: Sequence[str] = (),
 ) -> list[str]:
     """The bundle CLI call of one search of the sweep."""
-    files = "[" + ",".join(f"'{bundle / 'configs' / (c if c.endswith('.json') else c + '.json')}'" for c in configs) + "]"
+    paths = [bundle / "configs" / (c if c.endswith(".json") else c + ".json") for c in configs]
+    files = "[" + ",".join(f"'{p}'" for p in paths) + "]"
     return [
         sys.executable, "-m", "monai.bundle", "run", "search", "--config_file", files, "--bundle_root",
         str(bundle_root), "--dataset_dir", str(dataset_dir), "--memory_lambda", str(memory_lambda), *overrides,
@@ -134,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--out", required=True,
                         help="[REQUIRED] folder of the searches (one bundle root per lambda; existing runs there are "
                              "overwritten)")
-    parser.add_argument("--bundle", default="bundles/dast_search", help="[OPTIONAL] bundle folder (bundles/dast_search)")
+    parser.add_argument("--bundle", default="bundles/dast_search",
+                        help="[OPTIONAL] bundle folder (bundles/dast_search)")
     parser.add_argument("--configs", nargs="+", default=["search", "quick"],
                         help="[OPTIONAL] configs to merge, in order (search quick)")
     parser.add_argument("--lambdas", nargs="+", type=float, default=[0.2, 0.5, 0.8],

@@ -28,7 +28,9 @@ REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "dast_search"
 CONFIGS = BUNDLE / "configs"
 SCHEMA = REPO / "bundles" / "schemas" / "bundle_meta_schema.json"
-COMBINATIONS = (("search",), ("search", "quick"), ("search", "multi_gpu_search", "quick"), ("search", "multi_gpu_search"))
+COMBINATIONS = (
+    ("search",), ("search", "quick"), ("search", "multi_gpu_search", "quick"), ("search", "multi_gpu_search"),
+)
 
 
 def _files(names) -> list[str]:

@@ -18,6 +18,8 @@ import torch
 from dast_components.networks import DASTSearchSpace, estimate_memory
 from dast_components.search import budget_to_lambda, decode_within_budget, export_arch
 
+__all__: list[str] = []
+
 PATCH = (32, 32, 32)
 GIB = 1024**3
 

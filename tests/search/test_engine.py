@@ -21,6 +21,8 @@ from dast_components.losses import MemoryBudgetLoss
 from dast_components.networks import DASTSearchSpace
 from dast_components.search import BiLevelSearchEngine, arch_parameters, entropy_terms, ramp_factor, weight_parameters
 
+__all__: list[str] = []
+
 PATCH = (16, 16, 16)
 
 

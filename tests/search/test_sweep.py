@@ -20,6 +20,8 @@ import pytest
 from dast_components.networks import ArchCode, estimate_memory
 from dast_components.search.sweep import depth_counts, final_memory_ratio, format_table, main, search_command, summarise
 
+__all__: list[str] = []
+
 
 def _arch() -> ArchCode:
     # 2 blocks x 2 depths; MONAI's path order is (in -> out depth) 0 -> 0, 1 -> 0, 0 -> 1, 1 -> 1.

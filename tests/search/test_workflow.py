@@ -34,6 +34,8 @@ from dast_components.search import (
     weight_parameters,
 )
 
+__all__: list[str] = []
+
 PATCH = [16, 16, 16]
 
 
