@@ -447,11 +447,12 @@ class SearchWorkflow:
                     a_iter = a_iter or _cycle(self.arch_loader)
                     a_batch = next(a_iter)
                 ramp = ramp_factor(it, self.warmup_iterations, self.num_iterations)
+                lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this iteration's weight step used
                 out = self.engine.step(w_batch, a_batch, ramp=ramp)
                 if self.lr_scheduler is not None:
                     self.lr_scheduler.step()
                 done = it + 1
-                row = self._row(done, out, a_batch is not None, time.perf_counter() - tic)
+                row = self._row(done, out, a_batch is not None, time.perf_counter() - tic, lr)
                 export = done % self.val_interval == 0 or done == self.num_iterations
                 if export:
                     summary = self._validate_and_export(done, row)
@@ -535,9 +536,9 @@ class SearchWorkflow:
         lam = getattr(self.memory_loss, "memory_lambda", None)
         return None if lam is None else float(lam)
 
-    def _row(self, done: int, out: Mapping[str, float], searched: bool, seconds: float) -> dict[str, Any]:
-        row: dict[str, Any] = {"iteration": done, "phase": "search" if searched else "warmup",
-                               "lr": float(self.optimizer.param_groups[0]["lr"]), "seconds": round(seconds, 4)}
+    def _row(self, done: int, out: Mapping[str, float], searched: bool, seconds: float, lr: float) -> dict[str, Any]:
+        row: dict[str, Any] = {"iteration": done, "phase": "search" if searched else "warmup", "lr": lr,
+                               "seconds": round(seconds, 4)}
         row.update(out)
         if self.memory_loss is not None:
             if "memory_ratio" not in row and hasattr(self.memory_loss, "ratio"):
