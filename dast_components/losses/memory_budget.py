@@ -23,7 +23,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dast_components.networks.memory import estimate_memory, filter_nums, stem_saved_elements
 
 __all__ = ["MemoryBudgetLoss"]
 
@@ -39,12 +38,8 @@ class MemoryBudgetLoss(nn.Module):
     Args:
         search_space: a :class:`~dast_components.networks.DASTSearchSpace`.
         patch_size: training patch size ``(H, W, D)`` the costs are computed for.
-        memory_lambda: target fraction of ``full`` (paper: 0.2, 0.5, 0.8). Ignored when ``budget_gib`` is given.
-        budget_gib: absolute budget for the whole training step (stems, parameters and optimiser included) at
-            ``patch_size`` and ``batch_size``; converted to the target fraction of the cells' share.
-        batch_size: training batch size (for ``budget_gib``).
-        num_classes: output classes (for ``budget_gib``).
-        in_channels: input channels (for ``budget_gib``).
+        memory_lambda: target fraction of ``full`` (paper: 0.2, 0.5, 0.8). An absolute budget in GiB is converted
+            to this fraction by :func:`dast_components.search.budget.budget_to_lambda`.
 
     Example::
 
@@ -57,10 +52,6 @@ class MemoryBudgetLoss(nn.Module):
         search_space: nn.Module,
         patch_size: Sequence[int],
         memory_lambda: float = 0.8,
-        budget_gib: float | None = None,
-        batch_size: int = 2,
-        num_classes: int = 3,
-        in_channels: int = 1,
     ) -> None:
         super().__init__()
         if len(patch_size) != 3:
@@ -70,23 +61,9 @@ class MemoryBudgetLoss(nn.Module):
         self.register_buffer("costs", costs, persistent=False)
         self.full = float(costs.amax(-1).sum())
         self.patch_size = tuple(int(s) for s in patch_size)
-        if budget_gib is not None:
-            memory_lambda = self.budget_to_lambda(budget_gib, batch_size, num_classes, in_channels)
         if not 0.0 <= memory_lambda <= 1.0:
             raise ValueError(f"memory_lambda must be in [0, 1], got {memory_lambda}.")
         self.memory_lambda = float(memory_lambda)
-        self.budget_gib = budget_gib
-
-    def budget_to_lambda(self, budget_gib: float, batch_size: int, num_classes: int, in_channels: int) -> float:
-        """Fraction of ``full`` the cells may use so the whole step fits ``budget_gib`` (clipped to [0, 1])."""
-        if budget_gib <= 0:
-            raise ValueError(f"budget_gib must be positive, got {budget_gib}.")
-        space = self.space[0]
-        # memory of the network with no active cell: stems, head, workspace, parameters of a typical decode
-        empty = estimate_memory(space.decode_arch(), self.patch_size, batch_size, in_channels, num_classes)
-        empty -= self.decoded_usage() * batch_size * 4
-        cells_budget = (budget_gib * 1024**3 - empty) / (4 * batch_size)
-        return float(min(max(cells_budget / self.full, 0.0), 1.0))
 
     def usage(self) -> torch.Tensor:
         """Expected saved elements of the cells per batch item (differentiable in the architecture logits)."""

@@ -47,11 +47,8 @@ def test_gradient_reaches_op_logits_comparably():
     assert grad_c > 0.1 * grad_a  # MONAI's estimate gives ~1/80 (DESIGN.md section 3)
 
 
-def test_absolute_budget_and_bad_values():
+def test_bad_values():
     space = DASTSearchSpace(channel_mul=0.25, num_blocks=2, num_depths=3, grid=4)
-    tight = MemoryBudgetLoss(space, (64, 64, 64), budget_gib=0.05)
-    loose = MemoryBudgetLoss(space, (64, 64, 64), budget_gib=50.0)
-    assert tight.memory_lambda < loose.memory_lambda == 1.0
     with pytest.raises(ValueError, match="memory_lambda"):
         MemoryBudgetLoss(space, (64, 64, 64), memory_lambda=1.5)
     with pytest.raises(ValueError, match="patch_size"):
