@@ -695,11 +695,22 @@ class SearchWorkflow:
             if done == self.num_iterations:
                 self._info("architecture written to %s: %s, estimated %.3f GiB at patch %s batch %d",
                            path, counts, result.estimate / GIB, self.train_patch_size, self.train_batch_size)
+                self._draw(arch, path.with_suffix(".png"))
         return {
             "arch_file": str(path), "iteration": done, "val_dice": provenance["val_dice"],
             "best_val_dice": provenance["best_val_dice"], "est_memory_gib": provenance["estimated_memory_gib"],
             "memory_lambda": provenance["lambda"], "op_counts": counts, "config_hash": self._config_hash,
         }
+
+    def _draw(self, arch: Any, path: Path) -> None:
+        """The architecture diagram next to the final ``arch_code.json`` (skipped, with a warning, without matplotlib)."""
+        try:
+            from dast_components.visualize import draw_architecture
+
+            draw_architecture(arch, path, patch_size=self.train_patch_size, batch_size=self.train_batch_size)
+            self._info("architecture diagram written to %s", path)
+        except ImportError as err:
+            logger.warning("no architecture diagram: %s (pip install 'dast_components[plot]')", err)
 
     def _check_ranks_agree(self, arch: Any, final: bool) -> None:
         """Every rank must have decoded the same architecture (they share rank 0's logits)."""

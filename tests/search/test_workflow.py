@@ -90,6 +90,7 @@ def test_run_exports_architecture_checkpoint_and_metrics(tmp_path, caplog):
     assert summary["arch_file"] == str(arch_file) and summary["iteration"] == 4
     for it in (2, 4):
         assert (tmp_path / "models" / f"arch_code_iter{it:06d}.json").is_file()
+    assert (tmp_path / "models" / "arch_code.png").stat().st_size > 0  # the diagram of the final architecture
     arch = load_arch(arch_file, ops="dast", grid=2)
     assert arch.provenance["iteration"] == 4 and arch.memory_lambda == pytest.approx(0.5)
     assert arch.provenance["estimated_memory_gib"] == pytest.approx(estimate_memory(arch, PATCH, 2) / 1024**3, abs=1e-4)
