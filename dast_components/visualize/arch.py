@@ -87,7 +87,7 @@ def _title(arch: ArchCode, patch: tuple[int, int, int] | None, batch_size: int) 
     lam = "n/a" if arch.memory_lambda is None else f"{arch.memory_lambda:g}"
     grid = f"{arch.num_blocks} blocks x {arch.num_depths} depths"
     line1 = f"{name} architecture: {grid}, channel_mul {arch.channel_mul:g}"
-    line2 = f"op pool [{', '.join(arch.ops)}]   memory factor lambda = {lam}"
+    line2 = f"op pool [{', '.join(arch.ops)}]\nmemory factor lambda = {lam}"
     if patch is not None:
         side = f"{patch[0]}^3" if len(set(patch)) == 1 else "x".join(str(s) for s in patch)
         try:
@@ -188,7 +188,8 @@ def draw_architecture(
                           markersize=8, alpha=0.5, label="inactive node"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
               title="op (active paths)", title_fontsize=8)
-    ax.set_title(_title(arch, patch, int(batch_size)), fontsize=9, loc="left")
+    # a figure title spans the legend too, so small grids do not cut it off
+    ax.figure.suptitle(_title(arch, patch, int(batch_size)), fontsize=9, x=0.01, ha="left")
     path = save_figure(fig, out_path)
     logger.info("wrote architecture diagram %s (%s)", path, ", ".join(f"{k}: {v}" for k, v in counts.items()))
     return counts
