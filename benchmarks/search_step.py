@@ -1,0 +1,348 @@
+# Copyright (c) DAST bundles contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+Time and peak memory of one bi-level search step: DAST supernet vs DiNTS supernet (issue 7 item 1a).
+
+A step is what ``dast_components.search.BiLevelSearchEngine.step`` does in the search bundle: a weight step (forward,
+Dice + CE, backward, SGD momentum step) on one batch, then an architecture step (forward, Dice + CE plus entropy,
+topology and :class:`~dast_components.losses.MemoryBudgetLoss` terms at full ramp, backward, Adam step) on another.
+Both supernets use the same grid, channels, patch, batch and token grid; only the op pool differs (DAST: skip,
+3x3x3 conv, transformer; DiNTS: skip, 3x3x3 conv and the three P3D convs).
+
+Repeats alternate between the two networks so a busy neighbour slows both alike; the median wall time, the median
+process CPU time, and the peak memory of a steady-state step (optimiser state allocated, gradients ``None`` at the
+start) are reported with DAST / DiNTS ratios (target: time ratio <= 1.0). ``--profile`` adds where the time goes:
+the top operators of one step per network (``torch.profiler``) and forward+backward time of each cell op at each
+resolution, multiplied by the number of paths that carry it.
+
+Example::
+
+    python -m benchmarks.search_step --device cpu
+    python -m benchmarks.search_step --num_blocks 2 --num_depths 2 --patch 32 --grid 2 --repeats 1 --out_dir /tmp/b
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from monai.losses import DiceCELoss
+from monai.networks.nets import DiNTS
+
+from benchmarks.common import (
+    MemoryTracker,
+    add_common_args,
+    environment,
+    markdown_table,
+    mib,
+    optimizer_state_tensors,
+    resolve_device,
+    summarise_times,
+    synchronize,
+    time_call,
+    write_results,
+)
+from dast_components.losses import MemoryBudgetLoss
+from dast_components.networks import DASTSearchSpace, build_op, make_cell
+from dast_components.search import BiLevelSearchEngine, arch_parameters, weight_parameters
+
+__all__ = ["SearchBench", "op_costs", "main"]
+
+POOLS = ("dast", "dints")
+
+
+class SearchBench:
+    """
+    A search supernet with its engine and two fixed random batches, ready to run bi-level steps.
+
+    Args:
+        ops: op pool preset (``"dast"`` or ``"dints"``).
+        num_blocks, num_depths, channel_mul, grid: search space settings.
+        patch_size: training patch.
+        batch_size: patches per batch.
+        device: where to run.
+        memory_lambda: target of the memory-budget loss.
+        num_classes: output classes.
+        amp: float16 autocast and gradient scaling (CUDA only).
+        seed: weight initialisation and data seed (the same for both pools).
+    """
+
+    def __init__(
+        self,
+        ops: str,
+        num_blocks: int,
+        num_depths: int,
+        channel_mul: float,
+        grid: int,
+        patch_size: Sequence[int],
+        batch_size: int,
+        device: torch.device,
+        memory_lambda: float = 0.5,
+        num_classes: int = 3,
+        amp: bool = False,
+        seed: int = 0,
+    ) -> None:
+        torch.manual_seed(seed)
+        self.space = DASTSearchSpace(
+            channel_mul=channel_mul, num_blocks=num_blocks, num_depths=num_depths, ops=ops, grid=grid
+        )
+        self.net = DiNTS(dints_space=self.space, in_channels=1, num_classes=num_classes, use_downsample=True)
+        self.net.to(device)
+        self.device = device
+        loss = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, batch=True)
+        optimizer = torch.optim.SGD(weight_parameters(self.net), lr=0.025, momentum=0.9, weight_decay=4e-5)
+        arch_optimizer = torch.optim.Adam(arch_parameters(self.net), lr=8e-3, betas=(0.5, 0.999))
+        self.memory = MemoryBudgetLoss(self.space, patch_size, memory_lambda).to(device)
+        self.engine = BiLevelSearchEngine(
+            self.net, loss, optimizer, arch_optimizer, memory_loss=self.memory, amp=amp and device.type == "cuda"
+        )
+        gen = torch.Generator().manual_seed(seed + 1)
+        self.batches = [
+            (
+                torch.rand(batch_size, 1, *patch_size, generator=gen).to(device),
+                torch.randint(0, num_classes, (batch_size, 1, *patch_size), generator=gen).to(device),
+            )
+            for _ in range(2)
+        ]
+        self.tracker = MemoryTracker(device)
+
+    @property
+    def num_weights(self) -> int:
+        """Weight parameters (architecture logits excluded)."""
+        return sum(p.numel() for p in weight_parameters(self.net))
+
+    def weight_step(self) -> None:
+        """Forward, Dice + CE, backward and SGD step of the weights on the first batch."""
+        with self.tracker.phase("weight_step"):
+            self.engine.weight_step(self.batches[0])
+
+    def arch_step(self) -> None:
+        """Forward, Dice + CE plus the regularisers at full ramp, backward and Adam step of the logits."""
+        with self.tracker.phase("arch_step"):
+            self.engine.arch_step(self.batches[1], ramp=1.0)
+
+    def step(self) -> None:
+        """One bi-level step: weight step then architecture step."""
+        self.weight_step()
+        self.arch_step()
+
+    def live_tensors(self) -> list[torch.Tensor]:
+        """Parameters, logits, optimiser states and batches: what is allocated between steps."""
+        out = list(self.net.parameters())
+        out += optimizer_state_tensors(self.engine.optimizer) + optimizer_state_tensors(self.engine.arch_optimizer)
+        out += [t for batch in self.batches for t in batch]
+        return out
+
+    def measure_memory(self) -> dict[str, Any]:
+        """Peak memory of one steady-state step (gradients set to ``None`` first, outside the measurement)."""
+        for p in self.net.parameters():
+            p.grad = None
+        return self.tracker.measure(self.step, self.live_tensors())
+
+
+def op_costs(
+    ops: str, num_depths: int, channel_mul: float, grid: int, patch_size: Sequence[int], batch_size: int,
+    device: torch.device, repeats: int = 3,
+) -> list[dict[str, Any]]:
+    """
+    Forward+backward seconds of each op of a pool and of each connection block at each resolution of the grid.
+
+    Every path of a supernet runs its connection block and all ops of the pool, so ``paths * seconds`` is what each
+    item costs per forward+backward of the network.
+
+    Returns:
+        records ``{"item", "depth", "channels", "size", "paths", "seconds", "total_s"}``.
+    """
+    space = DASTSearchSpace(channel_mul=channel_mul, num_blocks=1, num_depths=num_depths, ops=ops, grid=grid)
+    channels, shift = space.filter_nums, 1
+    paths_per_depth = [0] * num_depths
+    rates_per_depth: list[list[int]] = [[] for _ in range(num_depths)]
+    for p, d in enumerate(space.arch_code2out):
+        paths_per_depth[d] += 1
+        rates_per_depth[d].append(space.arch_code2ops[p])
+    records = []
+    for d in range(num_depths):
+        size = [s // 2 ** (d + shift) for s in patch_size]
+        c = channels[d + shift]
+        items: list[tuple[str, torch.nn.Module, torch.Tensor, int]] = []
+        for name in space.op_names:
+            items.append((name, build_op(name, c, transformer=dict(space.transformer_settings)),
+                          torch.rand(batch_size, c, *size), paths_per_depth[d]))
+        for rate in sorted(set(rates_per_depth[d])):
+            c_in = channels[d + rate + shift]
+            in_size = [int(s * 2 ** (-rate)) for s in size]
+            first_op = [1] + [0] * (len(space.op_names) - 1)  # any op: only the connection block is timed
+            block = make_cell(space.op_names)(c_in, c, rate, first_op).preprocess
+            items.append((f"connect({rate:+d})", block, torch.rand(batch_size, c_in, *in_size),
+                          rates_per_depth[d].count(rate)))
+        for name, module, x, count in items:
+            module.to(device)
+            x = x.to(device).requires_grad_(True)
+
+            def run() -> None:
+                module(x).float().sum().backward()
+
+            run()
+            times = [time_call(run, device)[0] for _ in range(repeats)]
+            seconds = statistics.median(times)
+            records.append({"item": name, "depth": d, "channels": c, "size": size, "paths": count,
+                            "seconds": round(seconds, 5), "total_s": round(seconds * count, 4)})
+    synchronize(device)
+    return records
+
+
+def _top_ops(bench: SearchBench, device: torch.device, rows: int = 12) -> list[dict[str, Any]]:
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        bench.step()
+        synchronize(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    averages = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0), reverse=True)
+    total = sum(getattr(e, key, 0) for e in averages) or 1
+    return [
+        {"op": e.key, "calls": e.count, "self_s": round(getattr(e, key, 0) / 1e6, 4),
+         "share": round(getattr(e, key, 0) / total, 4)}
+        for e in averages[:rows]
+    ]
+
+
+def _markdown(results: dict[str, Any], settings: dict[str, Any]) -> str:
+    rows = []
+    for pool in POOLS:
+        r = results[pool]
+        t, m = r["time"], r["memory"]
+        rows.append([pool, f"{r['num_weights'] / 1e6:.2f}", r["weight_step"]["wall_median_s"],
+                     r["arch_step"]["wall_median_s"], t["wall_median_s"], t["cpu_median_s"], mib(m["peak_bytes"])])
+    ratio = results["ratio_dast_over_dints"]
+    rows.append(["DAST / DiNTS", "", ratio["weight_step_wall"], ratio["arch_step_wall"], ratio["step_wall"],
+                 ratio["step_cpu"], ratio["peak_memory"]])
+    text = (
+        f"Settings: {settings['num_blocks']} blocks x {settings['num_depths']} depths, channel_mul "
+        f"{settings['channel_mul']}, patch {settings['patch_size']}, batch {settings['batch_size']}, token grid "
+        f"{settings['grid']}, memory lambda {settings['memory_lambda']}; warm-up {settings['warmup']}, "
+        f"{settings['repeats']} alternating repeats, medians.\n\n"
+    )
+    text += markdown_table(
+        ["supernet", "weights (M)", "weight step s", "arch step s", "bi-level step s", "step CPU s",
+         "peak memory MiB"],
+        rows,
+    )
+    target = "met" if ratio["step_wall"] <= 1.0 else "missed"
+    text += f"\nTarget DAST step time <= 1.0 x DiNTS: {ratio['step_wall']:.2f} x, {target}.\n"
+    if "profile" in results:
+        for pool in POOLS:
+            costs = results["profile"][pool]["op_costs"]
+            text += f"\n{pool}: forward+backward of each item x paths carrying it (one network pass):\n\n"
+            text += markdown_table(
+                ["item", "depth", "channels", "size", "paths", "s each", "s total"],
+                [[c["item"], c["depth"], c["channels"], "x".join(map(str, c["size"])), c["paths"], c["seconds"],
+                  c["total_s"]] for c in costs],
+            )
+            top = results["profile"][pool]["top_ops"]
+            text += f"\n{pool}: top operators of one bi-level step (self time):\n\n"
+            text += markdown_table(["op", "calls", "self s", "share"],
+                                   [[o["op"], o["calls"], o["self_s"], o["share"]] for o in top])
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command line; see the module docstring."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.search_step", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num_blocks", type=int, default=3, help="[OPTIONAL] blocks of the grid (3)")
+    parser.add_argument("--num_depths", type=int, default=3, help="[OPTIONAL] resolutions of the grid (3)")
+    parser.add_argument("--channel_mul", type=float, default=0.25, help="[OPTIONAL] channel multiplier (0.25)")
+    parser.add_argument("--grid", type=int, default=4, help="[OPTIONAL] transformer token grid per axis (4)")
+    parser.add_argument("--patch", type=int, default=64, help="[OPTIONAL] cubic patch edge (64)")
+    parser.add_argument("--batch", type=int, default=2, help="[OPTIONAL] batch; >= 2 avoids CPU slow_conv3d (2)")
+    parser.add_argument("--memory_lambda", type=float, default=0.5, help="[OPTIONAL] memory budget target (0.5)")
+    parser.add_argument("--profile", action="store_true", help="[OPTIONAL] add per-op costs and top operators")
+    add_common_args(parser, warmup=1, repeats=3)
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device, args.threads)
+    stride = 2 ** (args.num_depths + 1)
+    if args.patch % stride:
+        raise ValueError(f"--patch {args.patch} must be a multiple of {stride} for --num_depths {args.num_depths}.")
+    if args.repeats < 1 or args.warmup < 0:
+        raise ValueError(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}.")
+    env = environment(device)
+    patch = (args.patch,) * 3
+    benches = {
+        pool: SearchBench(pool, args.num_blocks, args.num_depths, args.channel_mul, args.grid, patch, args.batch,
+                          device, args.memory_lambda, amp=env["amp"])
+        for pool in POOLS
+    }
+    for _ in range(args.warmup):
+        for bench in benches.values():
+            bench.step()
+    samples: dict[str, dict[str, list]] = {p: {"weight": [], "arch": [], "step": []} for p in POOLS}
+    for r in range(args.repeats):
+        order = POOLS if r % 2 == 0 else POOLS[::-1]  # alternate so drifting load hits both alike
+        for pool in order:
+            bench = benches[pool]
+            w = time_call(bench.weight_step, device)
+            a = time_call(bench.arch_step, device)
+            samples[pool]["weight"].append(w)
+            samples[pool]["arch"].append(a)
+            samples[pool]["step"].append((w[0] + a[0], w[1] + a[1]))
+            print(f"repeat {r + 1}/{args.repeats} {pool}: step {w[0] + a[0]:.2f} s", flush=True)
+    results: dict[str, Any] = {}
+    for pool, bench in benches.items():
+        memory = bench.measure_memory()
+        results[pool] = {
+            "num_weights": bench.num_weights,
+            "num_arch_logits": sum(p.numel() for p in arch_parameters(bench.net)),
+            "op_names": list(bench.space.op_names),
+            "weight_step": summarise_times(samples[pool]["weight"]),
+            "arch_step": summarise_times(samples[pool]["arch"]),
+            "time": summarise_times(samples[pool]["step"]),
+            "memory": memory,
+        }
+        print(f"{pool}: median step {results[pool]['time']['wall_median_s']:.2f} s, peak "
+              f"{mib(memory['peak_bytes'])} MiB", flush=True)
+    d, n = results["dast"], results["dints"]
+    results["ratio_dast_over_dints"] = {
+        "weight_step_wall": round(d["weight_step"]["wall_median_s"] / n["weight_step"]["wall_median_s"], 3),
+        "arch_step_wall": round(d["arch_step"]["wall_median_s"] / n["arch_step"]["wall_median_s"], 3),
+        "step_wall": round(d["time"]["wall_median_s"] / n["time"]["wall_median_s"], 3),
+        "step_cpu": round(d["time"]["cpu_median_s"] / n["time"]["cpu_median_s"], 3),
+        "peak_memory": round(d["memory"]["peak_bytes"] / n["memory"]["peak_bytes"], 3),
+    }
+    results["target"] = {"step_wall_ratio_max": 1.0, "met": results["ratio_dast_over_dints"]["step_wall"] <= 1.0}
+    if args.profile:
+        results["profile"] = {
+            pool: {
+                "op_costs": op_costs(pool, args.num_depths, args.channel_mul, args.grid, patch, args.batch, device),
+                "top_ops": _top_ops(benches[pool], device),
+            }
+            for pool in POOLS
+        }
+    settings = {
+        "num_blocks": args.num_blocks, "num_depths": args.num_depths, "channel_mul": args.channel_mul,
+        "grid": args.grid, "patch_size": list(patch), "batch_size": args.batch, "memory_lambda": args.memory_lambda,
+        "warmup": args.warmup, "repeats": args.repeats, "amp": env["amp"],
+        "weight_optimizer": "SGD(lr=0.025, momentum=0.9, weight_decay=4e-5)",
+        "arch_optimizer": "Adam(lr=8e-3, betas=(0.5, 0.999))", "ramp": 1.0,
+        "loss": "DiceCELoss(to_onehot_y, softmax, squared_pred, batch) + entropy + 0.001 topology + memory",
+    }
+    payload = {"benchmark": "search_step", "environment": env, "settings": settings, "results": results}
+    json_path, md_path = write_results(args.out_dir, "search_step", device, payload, _markdown(results, settings))
+    print(f"DAST / DiNTS step time {results['ratio_dast_over_dints']['step_wall']:.2f} x, peak memory "
+          f"{results['ratio_dast_over_dints']['peak_memory']:.2f} x -> {json_path}, {md_path}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
