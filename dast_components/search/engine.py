@@ -253,7 +253,9 @@ class BiLevelSearchEngine:
         """
         entropy_a, entropy_c, probs_a = entropy_terms(self.space)
         terms = {"entropy_a": entropy_a, "entropy_c": entropy_c,
-                 "topology": self.space.get_topology_entropy(probs_a)}
+                 # MONAI returns the int 0 for a single block (no block transitions): keep it a tensor
+                 "topology": torch.as_tensor(self.space.get_topology_entropy(probs_a), dtype=probs_a.dtype,
+                                             device=probs_a.device)}
         if self.memory_loss is not None:
             terms["memory"] = self.memory_loss()
             ratio = getattr(self.memory_loss, "ratio", None)

@@ -157,3 +157,11 @@ def test_dints_op_pool_steps():
     engine = _engine(net)
     out = engine.step(_batch(), _batch(1), ramp=0.5)
     assert {"loss", "arch_loss", "memory"} <= set(out)
+
+
+def test_arch_step_with_a_single_block():
+    # MONAI's topology entropy is the plain int 0 for one block; the step must still report floats
+    space = DASTSearchSpace(channel_mul=0.125, num_blocks=1, num_depths=2, grid=2)
+    net = DiNTS(dints_space=space, in_channels=1, num_classes=3)
+    out = _engine(net).step(_batch(), _batch(1), ramp=1.0)
+    assert out["topology"] == 0.0 and out["arch_total"] > 0
