@@ -24,6 +24,7 @@ the final estimate agree.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -282,27 +283,33 @@ def max_patch_size(
     return best
 
 
-def saved_tensor_bytes(fn: Callable[[], torch.Tensor]) -> int:
+def saved_tensor_bytes(fn: Callable[[], Any]) -> int:
     """
-    Bytes of the tensors autograd keeps for backward while ``fn()`` runs (parameters excluded).
+    Bytes of the tensors autograd still keeps for backward once ``fn()`` has returned (parameters excluded).
 
-    Tensors are deduplicated by storage, so a tensor saved by two consumers counts once. Use it to check the
+    Only tensors alive while ``fn``'s result is held are counted (branches whose graph was already freed are not), and
+    tensors are deduplicated by storage, so a tensor saved by two consumers counts once. Use it to check the
     per-block counts of this module.
 
     Args:
         fn: a callable running the forward pass whose saved tensors are counted.
     """
-    storages: dict[int, int] = {}
-    param_ptrs: set[int] = set()
+    saved: list[weakref.ref] = []
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        if isinstance(t, torch.nn.Parameter) or t.requires_grad and t.is_leaf:
-            param_ptrs.add(t.untyped_storage().data_ptr())
-        else:
-            st = t.untyped_storage()
-            storages[st.data_ptr()] = st.nbytes()
-        return t.detach()
+        is_param = isinstance(t, torch.nn.Parameter) or (t.requires_grad and t.is_leaf)
+        d = t.detach()
+        if not is_param:
+            saved.append(weakref.ref(d))
+        return d
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(n for ptr, n in storages.items() if ptr not in param_ptrs)
+        out = fn()
+    storages: dict[int, int] = {}
+    for ref in saved:
+        d = ref()
+        if d is not None:
+            st = d.untyped_storage()
+            storages[st.data_ptr()] = st.nbytes()
+    del out
+    return sum(storages.values())

@@ -48,3 +48,13 @@ def test_estimate_grows_with_patch_and_batch_and_budget_search():
     assert estimate_memory(arch, edge, 2) <= 0.5 * 1024**3 < estimate_memory(arch, edge + 16, 2)
     with pytest.raises(ValueError, match="budget_gib"):
         max_patch_size(arch, budget_gib=0)
+
+
+def test_saved_tensor_bytes_counts_only_what_backward_still_needs():
+    x = torch.rand(1000, requires_grad=True)
+
+    def fn():
+        torch.relu(x * 2).sum()  # a branch whose graph is freed at once
+        return torch.relu(x * 3)  # keeps its output (4000 bytes) for backward
+
+    assert saved_tensor_bytes(fn) == 4000
