@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
+
+from dast_components.utils import atomic_path
 
 __all__ = [
     "DataError",
@@ -56,31 +56,6 @@ _SYNTHETIC_HINT = "python -m dast_components.data.synthetic --layout {layout} --
 
 class DataError(ValueError):
     """A dataset input is missing or inconsistent; the message names the file or key and what was expected."""
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it onto ``path`` with ``os.replace``.
-
-    Readers never see a half-written file, and concurrent writers (e.g. several DDP ranks preparing the same cache)
-    leave one complete file. The temporary name keeps the suffix of ``path`` so that writers choosing the format
-    from the extension (``nibabel.save``) still work. On error the temporary file is removed.
-
-    Args:
-        path: final destination; its folder must exist.
-
-    Returns:
-        a context manager yielding the temporary ``Path`` to write to.
-    """
-    path = Path(path)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp{suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:

@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import torch.distributed as dist
 
 from .kits19 import KITS19_CLASSES, kits19_case_dice_tensor, summarize_kits19
+from dast_components.utils import atomic_write_text
 
 __all__ = ["KiTS19ReportHandler", "case_name", "format_kits19_table", "write_kits19_report"]
 
@@ -59,16 +59,7 @@ def case_name(path: str | os.PathLike) -> str:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write_text(path, text)
 
 
 def write_kits19_report(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from dast_components.networks.cells import resolve_ops
+from dast_components.utils import atomic_write_text
 
 __all__ = ["ArchCode", "save_arch", "load_arch", "check_topology", "ARCH_SCHEMA_VERSION"]
 
@@ -213,19 +213,7 @@ def save_arch(path: str | os.PathLike, arch: Any, **provenance: Any) -> Path:
     if lam is not None:
         arch.memory_lambda = float(lam)
     arch.provenance.update({k: _jsonable(v) for k, v in provenance.items()})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(arch.to_dict(), f, indent=4)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return atomic_write_text(path, json.dumps(arch.to_dict(), indent=4) + "\n")
 
 
 def _jsonable(v: Any) -> Any:

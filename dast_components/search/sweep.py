@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +36,7 @@ from typing import Any
 
 from dast_components.networks.arch_io import ArchCode, load_arch
 from dast_components.networks.memory import estimate_memory
+from dast_components.utils import atomic_write_text
 
 __all__ = ["depth_counts", "final_memory_ratio", "format_table", "main", "search_command", "summarise"]
 
@@ -176,10 +175,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             "resolution.\n\n"
             f"{table}\n"
         )
-        fd, tmp = tempfile.mkstemp(prefix=f".{report.name}.", suffix=".tmp", dir=report.parent)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, report)
+        atomic_write_text(report, text)
     return rows
 
 

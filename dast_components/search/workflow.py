@@ -39,7 +39,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -55,6 +54,7 @@ from dast_components.networks.arch_io import save_arch
 from dast_components.networks.cells import resolve_ops
 from dast_components.search.budget import GIB, budget_to_lambda, cell_elements, cost_table, decode_within_budget
 from dast_components.search.engine import BiLevelSearchEngine, arch_parameters, ramp_factor
+from dast_components.utils import atomic_path
 
 __all__ = ["SearchWorkflow", "check_patch_size", "check_search_settings", "prepare_data"]
 
@@ -224,16 +224,8 @@ def _cycle(loader: Any) -> Iterator[Any]:
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def _fmt_time(seconds: float) -> str:
