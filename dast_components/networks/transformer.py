@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dast_components.networks.blocks import ConvNorm
+from monai.networks.layers.utils import get_norm_layer
 
 __all__ = [
     "MultiHeadAttention",
@@ -33,6 +33,7 @@ __all__ = [
     "TransformerDecoderLayer",
     "TransformerOp3D",
     "largest_divisor_at_most",
+    "adaptive_average_pool3d",
 ]
 
 
@@ -283,50 +284,108 @@ class TransformerDecoderLayer(nn.Module):
         return x + self.mlp(self.norm3(x))
 
 
+def adaptive_average_pool3d(x: torch.Tensor, size: List[int]) -> torch.Tensor:
+    """Adaptive average pooling of ``(B, C, H, W, D)`` to ``(B, C, *size)`` as three small matrix products.
+
+    Same windows and result as :func:`torch.nn.functional.adaptive_avg_pool3d` (output cell ``i`` of an axis of
+    length ``n`` averages input indices ``floor(i n / t) .. ceil((i + 1) n / t) - 1``), so every input voxel reaches
+    at least one output cell. Written as products with ``(t, n)`` pooling matrices because the ONNX exporter
+    accepts adaptive pooling only when ``t`` divides ``n`` (a 20^3 feature map pooled to 8^3 fails), while matrix
+    products export for every size. Backward saves only the pooling matrices and the two reduced intermediates,
+    nothing of input size.
+
+    Args:
+        x: ``(B, C, H, W, D)``.
+        size: output size ``[t_h, t_w, t_d]``, each ``1 <= t <=`` the input size of its axis.
+
+    Returns:
+        ``(B, C, t_h, t_w, t_d)``.
+    """
+    batch, channels, h, w, d = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+    y = torch.matmul(x, _pool_matrix(d, size[2], x).t())  # (B, C, H, W, t_d)
+    y = torch.matmul(_pool_matrix(w, size[1], x), y)  # (B, C, H, t_w, t_d)
+    y = torch.matmul(_pool_matrix(h, size[0], x), y.reshape(batch, channels, h, size[1] * size[2]))
+    return y.reshape(batch, channels, size[0], size[1], size[2])
+
+
+def _pool_matrix(length: int, out: int, like: torch.Tensor) -> torch.Tensor:
+    """``(out, length)`` averaging matrix of adaptive pooling along one axis, dtype and device of ``like``."""
+    idx = torch.arange(out, device=like.device)
+    start = torch.div(idx * length, out, rounding_mode="floor")
+    end = torch.div((idx + 1) * length + out - 1, out, rounding_mode="floor")
+    pos = torch.arange(length, device=like.device)
+    inside = (pos.unsqueeze(0) >= start.unsqueeze(1)) & (pos.unsqueeze(0) < end.unsqueeze(1))
+    weights = inside.to(like.dtype)
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
 class TransformerOp3D(nn.Module):
     """DAST transformer cell operation; output shape equals input shape.
 
-    1. Projector (paper Eq. 1-2): trilinear resize of ``x`` to ``(g, g, g)``, concatenation of a learnable
-       3-channel position map initialised to ``(i/g, j/g, k/g)``, 1x1x1 conv ``C + 3 -> C`` and norm.
-    2. ``g^3`` tokens of dimension ``C`` -> pre-norm transformer encoder (``num_layers`` layers) -> decoder whose
-       input is a learnable query embedding ``(g^3, C)`` that self-attends and cross-attends the encoder memory.
-    3. Segmentation attention A: multi-head attention with query = decoder output and key/value = encoder output,
-       with an output projection and **no residual**; :meth:`attention_maps` returns its weights.
-    4. Reverse projector: tokens -> ``(C, g, g, g)`` -> 1x1x1 conv and norm -> trilinear resize to ``(H, W, D)``.
+    1. Projector (paper Eq. 1-2): adaptive average pooling of ``x`` to the token grid ``(t_h, t_w, t_d)`` with
+       ``t = min(g, size)`` per axis, concatenation of a learnable 3-channel position map initialised to
+       ``(i/g, j/g, k/g)``, a linear projection ``C + 3 -> C`` (a 1x1x1 conv on the grid) and LayerNorm.
+    2. ``T = t_h t_w t_d`` tokens of dimension ``C`` -> pre-norm transformer encoder (``num_layers`` layers) ->
+       decoder whose input is a learnable query embedding (one ``C``-vector per token-grid cell) that self-attends
+       and cross-attends the encoder memory.
+    3. Segmentation attention A (paper Fig. 4): multi-head attention with query = decoder output (``T`` tokens)
+       and key/value = the op input pooled to the key grid ``k = min(key_grid, size)`` per axis (16^3 = 4096
+       positions by default), LayerNorm'd, with an output projection and **no residual**.
+       :meth:`attention_maps` returns its weights, ``(B, T, k_h, k_w, k_d)`` (512 x 4096 at the paper's setting).
+    4. Reverse projector: tokens -> ``(C, t_h, t_w, t_d)`` -> learned 1x1x1 conv -> trilinear upsampling to
+       ``(H, W, D)`` -> norm at the output resolution.
+
+    Why these choices (they decide what the op costs, and so where the memory budget puts it):
+
+    - *Aggregating projector.* Every input voxel reaches a token (pooling windows cover the input), so every
+      voxel gets a gradient. A trilinear resize to ``g^3`` would read only ~8 voxels per token (about 0.8% of an
+      80^3 map) and price the op as nearly free at high resolution. Pooling keeps nothing of input size for
+      backward; it is written as matrix products (:func:`adaptive_average_pool3d`) so ONNX export works for any size.
+    - *Never more tokens than voxels.* Along an axis shorter than ``g`` each voxel is one token (no upsampling
+      before attention); the position map and the query embedding are pooled to that grid the same way.
+    - *Learned reverse step.* The 1x1x1 conv commutes with trilinear interpolation (both are linear and the
+      interpolation weights sum to one), so conv-then-upsample is the same function as upsample-then-conv at
+      ``H W D / T`` times fewer FLOPs and without a full-resolution tensor saved for the conv; the norm (instance
+      norm by default, with a learned affine) then acts at the output resolution, where it keeps one
+      output-sized tensor for backward. This is the op's only full-resolution memory.
+    - *Key grid.* The paper's maps are 512 x 4096: keys come from the op input pooled to at most 16^3, not from
+      the encoder tokens, so A relates each token to the input at a finer grid than the tokens.
 
     The number of heads is the largest divisor of ``C`` that is ``<= num_heads`` (``C = 12`` with 8 requested heads
     gives 6), stored as ``self.num_heads``.
 
-    Memory: :meth:`estimate_saved_elements` gives the float elements saved for backward per batch item;
-    ``self.ram_cost`` holds it in MONAI's units (elements per output element) for a ``(2 * grid)^3`` input, which is
-    only a placeholder for ``TopologySearch``: the cost of a transformer does not scale with ``H * W * D``, so use
-    :meth:`ram_cost_for` with the real patch size.
+    Memory: :meth:`estimate_saved_elements` gives the float elements saved for backward per batch item for a given
+    input size; ``self.ram_cost`` holds it in MONAI's units (elements per output element) for a ``(2 * grid)^3``
+    input, which is only a placeholder for ``TopologySearch``: the cost of a transformer does not scale with
+    ``H * W * D``, so use :meth:`ram_cost_for` with the real patch size.
 
     Args:
         in_channels: number of channels ``C`` of input and output (= token dimension).
-        grid: token grid size per axis ``g``; ``g^3`` tokens (paper: 8, i.e. 512 tokens). At least 2 (an instance
-            norm over a single voxel is undefined). Defaults to 8.
+        grid: token grid size per axis ``g``; at most ``g^3`` tokens (paper: 8, i.e. 512 tokens). At least 2.
+            Defaults to 8.
         num_heads: requested number of attention heads (reduced to a divisor of ``C``). Defaults to 8.
         num_layers: number of encoder layers and of decoder layers. Defaults to 1.
         mlp_ratio: feed-forward hidden width as a multiple of ``C``. Defaults to 2.0.
         dropout: dropout probability inside the transformer (training only). Defaults to 0.0.
-        norm_name: MONAI norm for the two projectors. Defaults to ``("INSTANCE", {"affine": True})``.
+        norm_name: MONAI norm of the reverse projector. Defaults to ``("INSTANCE", {"affine": True})``.
         spatial_dims: number of spatial dimensions; only 3 is supported. Defaults to 3.
+        key_grid: key grid size per axis of the segmentation attention (paper Fig. 4: 16). Defaults to 16.
 
-    Input and output ``(B, C, H, W, D)``; any ``H, W, D >= 1`` (smaller than, equal to or larger than ``g``).
+    Input and output ``(B, C, H, W, D)``; any ``H, W, D >= 1`` with ``H W D >= 2`` (the output norm needs two
+    voxels), smaller than, equal to or larger than ``g``.
 
     Examples::
 
         >>> import torch
-        >>> op = TransformerOp3D(in_channels=8, grid=4)
-        >>> op(torch.rand(2, 8, 10, 12, 7)).shape
-        torch.Size([2, 8, 10, 12, 7])
-        >>> op.attention_maps(torch.rand(2, 8, 10, 12, 7)).shape
-        torch.Size([2, 64, 4, 4, 4])
+        >>> op = TransformerOp3D(in_channels=8, grid=4, key_grid=6)
+        >>> op(torch.rand(2, 8, 10, 12, 3)).shape
+        torch.Size([2, 8, 10, 12, 3])
+        >>> op.attention_maps(torch.rand(2, 8, 10, 12, 3)).shape
+        torch.Size([2, 48, 6, 6, 3])
     """
 
     # TorchScript constants (see MultiHeadAttention for why not ``Final[...]`` hints).
-    __constants__ = ["in_channels", "grid", "num_tokens", "num_heads", "num_layers"]
+    __constants__ = ["in_channels", "grid", "key_grid", "num_tokens", "num_heads", "num_layers"]
 
     def __init__(
         self,
@@ -338,6 +397,7 @@ class TransformerOp3D(nn.Module):
         dropout: float = 0.0,
         norm_name: tuple | str = ("INSTANCE", {"affine": True}),
         spatial_dims: int = 3,
+        key_grid: int = 16,
     ) -> None:
         super().__init__()
         if spatial_dims != 3:
@@ -345,10 +405,9 @@ class TransformerOp3D(nn.Module):
         if in_channels < 1:
             raise ValueError(f"in_channels must be positive, got {in_channels}.")
         if grid < 2:
-            raise ValueError(
-                f"grid must be at least 2 (the projector norms a grid^3 token volume, undefined for one voxel), "
-                f"got grid={grid}."
-            )
+            raise ValueError(f"grid must be at least 2, got grid={grid}.")
+        if key_grid < 1:
+            raise ValueError(f"key_grid must be positive, got key_grid={key_grid}.")
         if num_heads < 1:
             raise ValueError(f"num_heads must be positive, got {num_heads}.")
         if num_layers < 1:
@@ -360,25 +419,29 @@ class TransformerOp3D(nn.Module):
 
         self.in_channels = in_channels
         self.grid = grid
+        self.key_grid = key_grid
         self.num_tokens = grid**3
         self.num_heads = largest_divisor_at_most(in_channels, num_heads)
         self.num_layers = num_layers
         self.mlp_ratio = float(mlp_ratio)
 
         self.pos_embed = nn.Parameter(self.position_map(grid))
-        self.projector = ConvNorm(3, in_channels + 3, in_channels, kernel_size=1, norm_name=norm_name)
+        self.projector = nn.Linear(in_channels + 3, in_channels)
+        self.projector_norm = nn.LayerNorm(in_channels)
         self.encoder_layers = nn.ModuleList(
             [TransformerEncoderLayer(in_channels, self.num_heads, mlp_ratio, dropout) for _ in range(num_layers)]
         )
         self.encoder_norm = nn.LayerNorm(in_channels)
-        self.query_embed = nn.Parameter(torch.zeros(1, self.num_tokens, in_channels))
+        self.query_embed = nn.Parameter(torch.zeros(1, in_channels, grid, grid, grid))
         nn.init.trunc_normal_(self.query_embed, std=0.02)
         self.decoder_layers = nn.ModuleList(
             [TransformerDecoderLayer(in_channels, self.num_heads, mlp_ratio, dropout) for _ in range(num_layers)]
         )
         self.decoder_norm = nn.LayerNorm(in_channels)
+        self.key_norm = nn.LayerNorm(in_channels)
         self.seg_attn = MultiHeadAttention(in_channels, num_heads=self.num_heads, dropout=dropout)
-        self.reverse_projector = ConvNorm(3, in_channels, in_channels, kernel_size=1, norm_name=norm_name)
+        self.reverse_projector = nn.Conv3d(in_channels, in_channels, kernel_size=1, bias=False)  # a norm follows
+        self.output_norm = get_norm_layer(name=norm_name, spatial_dims=3, channels=in_channels)
         self.ram_cost = self.ram_cost_for((2 * grid,) * 3)
 
     @staticmethod
@@ -394,6 +457,11 @@ class TransformerOp3D(nn.Module):
         steps = torch.arange(grid, dtype=torch.float32) / grid
         return torch.stack(torch.meshgrid(steps, steps, steps, indexing="ij")).unsqueeze(0)
 
+    @staticmethod
+    def grid_size(spatial_size: List[int], limit: int) -> List[int]:
+        """Pooled grid for an input of ``spatial_size``: ``min(limit, s)`` per axis (never more cells than voxels)."""
+        return [min(limit, int(s)) for s in spatial_size]
+
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(
@@ -404,26 +472,38 @@ class TransformerOp3D(nn.Module):
                 + "."
             )
 
-    def _encode_decode(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Projector, encoder and decoder. Returns ``(decoder_tokens, memory)``, both ``(B, g^3, C)``."""
+    def _pool(self, x: torch.Tensor, size: List[int]) -> torch.Tensor:
+        """:func:`adaptive_average_pool3d`, skipped when ``x`` already has ``size``."""
+        if x.shape[2] == size[0] and x.shape[3] == size[1] and x.shape[4] == size[2]:
+            return x
+        return adaptive_average_pool3d(x, size)
+
+    def _encode_decode(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[int]]:
+        """Projector, encoder and decoder. Returns decoder tokens ``(B, T, C)`` and the token grid ``[t_h, t_w, t_d]``."""
         batch = x.shape[0]
-        g = self.grid
-        y = F.interpolate(x, size=[g, g, g], mode="trilinear", align_corners=False)
-        y = torch.cat([y, self.pos_embed.expand(batch, -1, -1, -1, -1)], dim=1)
-        tokens = self.projector(y).flatten(2).transpose(1, 2)
+        tokens_size = self.grid_size([x.shape[2], x.shape[3], x.shape[4]], self.grid)
+        y = torch.cat([self._pool(x, tokens_size), self._pool(self.pos_embed, tokens_size).expand(batch, -1, -1, -1, -1)], 1)
+        tokens = self.projector_norm(self.projector(y.flatten(2).transpose(1, 2)))
         for layer in self.encoder_layers:
             tokens = layer(tokens)
         memory = self.encoder_norm(tokens)
-        queries = self.query_embed.expand(batch, -1, -1)
+        queries = self._pool(self.query_embed, tokens_size).flatten(2).transpose(1, 2).expand(batch, -1, -1)
         for layer in self.decoder_layers:
             queries = layer(queries, memory)
-        return self.decoder_norm(queries), memory
+        return self.decoder_norm(queries), tokens_size
 
-    def _reverse_project(self, tokens: torch.Tensor, spatial_size: List[int]) -> torch.Tensor:
-        """``(B, g^3, C)`` tokens -> ``(B, C, H, W, D)``."""
-        g = self.grid
-        y = tokens.transpose(1, 2).reshape(tokens.shape[0], self.in_channels, g, g, g)
-        return F.interpolate(self.reverse_projector(y), size=spatial_size, mode="trilinear", align_corners=False)
+    def _keys(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[int]]:
+        """Keys/values of the segmentation attention: ``x`` pooled to the key grid, ``(B, K, C)``, and that grid."""
+        keys_size = self.grid_size([x.shape[2], x.shape[3], x.shape[4]], self.key_grid)
+        return self.key_norm(self._pool(x, keys_size).flatten(2).transpose(1, 2)), keys_size
+
+    def _reverse_project(self, tokens: torch.Tensor, tokens_size: List[int], spatial_size: List[int]) -> torch.Tensor:
+        """``(B, T, C)`` tokens on the grid ``tokens_size`` -> ``(B, C, H, W, D)``."""
+        y = tokens.transpose(1, 2).reshape(tokens.shape[0], self.in_channels, tokens_size[0], tokens_size[1], tokens_size[2])
+        y = self.reverse_projector(y)
+        if tokens_size != spatial_size:
+            y = F.interpolate(y, size=spatial_size, mode="trilinear", align_corners=False)
+        return self.output_norm(y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """
@@ -434,9 +514,10 @@ class TransformerOp3D(nn.Module):
             ``(B, C, H, W, D)``.
         """
         self._check_input(x)
-        queries, memory = self._encode_decode(x)
-        tokens = self.seg_attn(queries, memory, memory)
-        return self._reverse_project(tokens, [x.shape[2], x.shape[3], x.shape[4]])
+        queries, tokens_size = self._encode_decode(x)
+        keys, _ = self._keys(x)
+        tokens = self.seg_attn(queries, keys, keys)
+        return self._reverse_project(tokens, tokens_size, [x.shape[2], x.shape[3], x.shape[4]])
 
     @torch.jit.export
     def attention_maps(self, x: torch.Tensor) -> torch.Tensor:
@@ -448,14 +529,15 @@ class TransformerOp3D(nn.Module):
             x: ``(B, C, H, W, D)``.
 
         Returns:
-            ``(B, g^3, g, g, g)``: for each of the ``g^3`` queries (in ``(i, j, k)`` raster order of the token grid)
-            a non-negative ``(g, g, g)`` map over key positions that sums to 1.
+            ``(B, T, k_h, k_w, k_d)``: for each of the ``T = t_h t_w t_d`` tokens (in ``(i, j, k)`` raster order of
+            the token grid ``min(g, size)``) a non-negative map over the key grid ``min(key_grid, size)`` that sums
+            to 1. At the paper's setting (``g = 8``, ``key_grid = 16``, input >= 16^3): ``(B, 512, 16, 16, 16)``.
         """
         self._check_input(x)
-        queries, memory = self._encode_decode(x)
-        _, weights = self.seg_attn.forward_with_weights(queries, memory, memory)
-        g = self.grid
-        return weights.mean(dim=1).reshape(x.shape[0], self.num_tokens, g, g, g)
+        queries, _ = self._encode_decode(x)
+        keys, keys_size = self._keys(x)
+        _, weights = self.seg_attn.forward_with_weights(queries, keys, keys)
+        return weights.mean(dim=1).reshape(x.shape[0], queries.shape[1], keys_size[0], keys_size[1], keys_size[2])
 
     @classmethod
     def estimate_saved_elements(
@@ -466,30 +548,35 @@ class TransformerOp3D(nn.Module):
         num_layers: int = 1,
         mlp_ratio: float = 2.0,
         num_heads: int = 8,
+        key_grid: int = 16,
+        batch_size: int = 1,
     ) -> float:
         """Float elements one op saves for backward per batch item, for an input of spatial size ``(H, W, D)``.
 
         Paper Eq. 3 models the op as ``M = N * C * (l')^3`` with ``N ~= 15`` token-sized tensors. Counting the
         tensors autograd actually keeps (``torch.autograd.graph.saved_tensors_hooks``, deduplicated by storage,
-        parameters excluded; torch 2.13 CPU, fused attention) gives, with ``L = g^3`` tokens, ``n = num_layers``
-        and ``r = mlp_ratio``::
+        parameters excluded; torch 2.13 CPU, fused attention) gives, with ``T = t_h t_w t_d`` tokens
+        (``t = min(grid, size)`` per axis), ``K`` keys (``min(key_grid, size)`` per axis), ``V = H W D``,
+        ``n = num_layers``, FFN width ``F`` and ``h`` heads::
 
-            N = 11 + n * (22 + 4 * r)        # measured N = 41 for n = 1, r = 2 (paper: 15)
+            T * ((8 + 22 n) C + 4 n F + 9 + 10 n + (3 n + 1) h)     # N = 8 + 22 n + 4 n F / C = 46 for n = 1, F = 2C
+            + K * (4 C + 2)                                          # pooled keys, their LayerNorm, k and v
+            + V * C + 3 C                                            # output norm input and its statistics
 
-        per layer: encoder 8 + 2r (LayerNorm inputs/outputs, q, k, v, attention output, FFN hidden twice), decoder
-        14 + 2r (two attention blocks); once: projector 2, encoder norm + memory 2, decoder norm 2, attention A 4,
-        reverse projector 2, minus 1 because the first decoder layer norms the query parameter itself. Smaller
-        terms, kept so the estimate is exact: the 3 position channels at the projector conv (``3 L``), LayerNorm
-        mean/rstd (``(4 + 10 n) L``), the attention log-sum-exp per head (``heads * (3 n + 1) * L``) and the two
-        instance norms' per-channel statistics (``6 C``).
+        per layer: encoder 8 + 2r token tensors (LayerNorm inputs/outputs, q, k, v, attention output, FFN hidden
+        twice), decoder 14 + 2r (two attention blocks); once: projector input (``C + 3`` channels) and its
+        LayerNorm 2, encoder norm 1, decoder norm 1, attention A query and output 2, reverse projector conv input
+        1. Per token: LayerNorm mean/rstd (``6 + 10 n``), the 3 position channels, and the attention
+        log-sum-exp per head (``(3 n + 1) h``). The only full-resolution tensor is the output norm's input (the
+        upsampled tokens): pooling and trilinear upsampling keep nothing of input size. The op's output is kept by
+        whatever consumes it (e.g. a mixed op's weighting), which its owner counts.
 
-        Nothing of input or output size is saved: trilinear resizing needs only the sizes for its backward, and
-        the concatenation and projections act on the ``g^3`` grid (measured at 16^3 and 32^3: identical bytes).
-        The op's output is kept by whatever consumes it (e.g. a mixed op's weighting), which its owner counts.
-        ``spatial_size`` therefore only sets the units in :meth:`ram_cost_for`.
+        A few tensors do not scale with the batch and are added divided by ``batch_size``: the pooling matrices
+        (``sum(t_i * n_i)`` per pooled tensor) and, when the input is smaller than the grid, the pooled query
+        embedding (``T C``). They are below 2% of the total for every size from 6^3 up.
 
         Assumes dropout 0 and a fused attention kernel: with dropout in training, CPU attention falls back to the
-        explicit path, which keeps ``heads * L * L`` weights per attention (plus dropout masks).
+        explicit path, which keeps ``heads * T * K`` weights per attention (plus dropout masks).
 
         Args:
             channels: token dimension ``C`` (the op's channels).
@@ -498,6 +585,8 @@ class TransformerOp3D(nn.Module):
             num_layers: encoder and decoder layers. Defaults to 1.
             mlp_ratio: feed-forward width as a multiple of ``C``. Defaults to 2.0.
             num_heads: requested heads (reduced to a divisor of ``C`` as in the op). Defaults to 8.
+            key_grid: key grid size per axis of the segmentation attention. Defaults to 16.
+            batch_size: batch the batch-independent tensors are shared by. Defaults to 1 (an upper bound).
 
         Returns:
             Saved float elements per batch item (multiply by the element size, e.g. 4 bytes for float32).
@@ -507,18 +596,27 @@ class TransformerOp3D(nn.Module):
         """
         if len(spatial_size) != 3 or any(int(s) < 1 for s in spatial_size):
             raise ValueError(f"spatial_size must be three positive integers (H, W, D), got {spatial_size!r}.")
-        if channels < 1 or grid < 1 or num_layers < 1 or mlp_ratio <= 0:
+        if channels < 1 or grid < 1 or key_grid < 1 or num_layers < 1 or mlp_ratio <= 0 or batch_size < 1:
             raise ValueError(
-                f"channels, grid, num_layers and mlp_ratio must be positive, got channels={channels}, grid={grid}, "
-                f"num_layers={num_layers}, mlp_ratio={mlp_ratio}."
+                f"channels, grid, key_grid, num_layers, mlp_ratio and batch_size must be positive, got "
+                f"channels={channels}, grid={grid}, key_grid={key_grid}, num_layers={num_layers}, "
+                f"mlp_ratio={mlp_ratio}, batch_size={batch_size}."
             )
-        tokens = grid**3
-        heads = largest_divisor_at_most(channels, num_heads)
-        hidden = _hidden_dim(channels, mlp_ratio)
-        # N * C written with the exact FFN width (4 * r * C -> 4 * hidden per layer)
-        token_tensors = (11 + 22 * num_layers) * channels + 4 * num_layers * hidden
-        per_token_stats = 3 + (4 + 10 * num_layers) + heads * (3 * num_layers + 1)
-        return float(tokens * (token_tensors + per_token_stats) + 6 * channels)
+        size = [int(s) for s in spatial_size]
+        token_size = cls.grid_size(size, grid)
+        key_size = cls.grid_size(size, key_grid)
+        tokens, keys, volume = math.prod(token_size), math.prod(key_size), math.prod(size)
+        n, heads, hidden = num_layers, largest_divisor_at_most(channels, num_heads), _hidden_dim(channels, mlp_ratio)
+        per_token = (8 + 22 * n) * channels + 4 * n * hidden + 9 + 10 * n + (3 * n + 1) * heads
+        per_item = tokens * per_token + keys * (4 * channels + 2) + volume * channels + 3 * channels
+        shared = 0
+        if token_size != size:  # the input pooled to the token grid
+            shared += sum(t * s for t, s in zip(token_size, size))
+        if key_size != size:  # the input pooled to the key grid
+            shared += sum(k * s for k, s in zip(key_size, size))
+        if token_size != [grid] * 3:  # position map and query embedding pooled to a smaller token grid
+            shared += 2 * sum(t * grid for t in token_size) + tokens * channels
+        return float(per_item + shared / batch_size)
 
     def saved_elements(self, spatial_size: Sequence[int]) -> float:
         """:meth:`estimate_saved_elements` with this op's settings.
@@ -530,7 +628,7 @@ class TransformerOp3D(nn.Module):
             Float elements saved for backward per batch item.
         """
         return self.estimate_saved_elements(
-            self.in_channels, spatial_size, self.grid, self.num_layers, self.mlp_ratio, self.num_heads
+            self.in_channels, spatial_size, self.grid, self.num_layers, self.mlp_ratio, self.num_heads, self.key_grid
         )
 
     def ram_cost_for(self, spatial_size: Sequence[int]) -> float:

@@ -10,8 +10,9 @@
 # limitations under the License.
 """Segmentation-attention maps of a trained DAST network over a CT volume (paper Fig. 4).
 
-Every transformer op of the network computes a segmentation attention ``A`` (query = decoder token, key = encoder
-token) on a ``g x g x g`` token grid of its input. For one volume this module
+Every transformer op of the network computes a segmentation attention ``A`` (query = one of the ``T`` decoder
+tokens of its ``min(g, size)`` token grid, key = its input pooled to the ``min(16, size)`` key grid). For one volume
+this module
 
 1. preprocesses it as the KiTS19 bundle does: RAS orientation, resampling to 1 mm (or the spacing recorded with
    the weights), intensities scaled to [0, 1] by the training set's foreground percentiles (read from the weight
@@ -19,13 +20,13 @@ token) on a ``g x g x g`` token grid of its input. For one volume this module
    and a warning says so);
 2. runs one forward pass with forward hooks that keep each transformer op's input, then asks the op for its
    attention weights on that input (:meth:`~dast_components.networks.TransformerOp3D.attention_maps`, averaged over
-   heads, shape ``(g^3 queries, g, g, g)``);
+   heads, shape ``(T queries, k_h, k_w, k_d)``, 512 x 16^3 at the paper's setting);
 3. averages over queries **inside the predicted foreground** (kidney or tumor): each query is weighted by the
    fraction of its token cell (the part of the op's field of view it stands for) that the network labels foreground,
    so fully-foreground tokens count 1, boundary tokens partially and background tokens not at all; if nothing is
    predicted, all queries count equally. This answers "where does the network look when it segments the organ";
-4. resizes the ``(g, g, g)`` map trilinearly to the preprocessed volume and writes it as NIfTI (affine of the
-   preprocessed image; values are attention weights, >= 0, a map sums to about 1 over the token grid) plus a PNG
+4. resizes the ``(k_h, k_w, k_d)`` map trilinearly to the preprocessed volume and writes it as NIfTI (affine of the
+   preprocessed image; values are attention weights, >= 0, a map sums to about 1 over the key grid) plus a PNG
    panel: CT slice | attention overlay | attention with the predicted mask contour, on the axial slice through the
    centre of the predicted mask (radiological view: patient right on the left, anterior at the top).
 
@@ -33,7 +34,7 @@ Field of view: with a window ``roi_size`` (by default the training patch recorde
 when the volume is larger) the mask is first predicted with a sliding window, as the bundle's inference does, and
 the attention is computed on one window centred on the mask: what the network saw in training; the maps are zero
 outside it. When the volume fits in the window (or ``roi_size=None``), the whole padded volume is one forward pass
-and each op's token grid spans the whole volume.
+and each op's token and key grids span the whole volume.
 
 Command line::
 
@@ -108,7 +109,7 @@ def capture_attention(net: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor
         image: ``(B, C, H, W, D)`` input, each spatial size a multiple of the network's stride.
 
     Returns:
-        ``(logits (B, num_classes, H, W, D), {path: (B, g^3, g, g, g) weights averaged over heads})``.
+        ``(logits (B, num_classes, H, W, D), {path: (B, T, k_h, k_w, k_d) weights averaged over heads})``.
     """
     ops = transformer_ops(net)
     inputs: dict[str, torch.Tensor] = {}
@@ -128,27 +129,36 @@ def capture_attention(net: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor
     return logits, {name: ops[name].attention_maps(inputs[name]) for name in ops}
 
 
-def foreground_attention(maps: torch.Tensor, foreground: torch.Tensor) -> tuple[torch.Tensor, float]:
+def foreground_attention(
+    maps: torch.Tensor, foreground: torch.Tensor, token_grid: Sequence[int] | None = None
+) -> tuple[torch.Tensor, float]:
     """Average attention maps over the queries inside a foreground mask.
 
-    Query ``q`` stands for token cell ``q`` of the op's field of view (raster ``(i, j, k)`` order of the ``g^3``
-    grid). Its weight is the fraction of that cell covered by ``foreground`` (an adaptive average pool of the mask
-    to ``g^3``), so the result is the mean over fully-foreground queries with boundary queries counted partially.
+    Query ``q`` stands for token cell ``q`` of the op's field of view (raster ``(i, j, k)`` order of the token grid).
+    Its weight is the fraction of that cell covered by ``foreground`` (an adaptive average pool of the mask to the
+    token grid), so the result is the mean over fully-foreground queries with boundary queries counted partially.
     An empty mask gives the plain mean over all queries.
 
     Args:
-        maps: ``(g^3, g, g, g)`` attention weights of one image.
+        maps: ``(T, k_h, k_w, k_d)`` attention weights of one image (``T`` queries, one map over the key grid each).
         foreground: ``(H, W, D)`` mask over the op's field of view (bool or fraction).
+        token_grid: the op's token grid ``(t_h, t_w, t_d)`` with ``t_h t_w t_d = T``; defaults to the cube
+            ``g^3 = T``.
 
     Returns:
-        ``((g, g, g) averaged map, number of foreground queries as the sum of their weights)``.
+        ``((k_h, k_w, k_d) averaged map, foreground share of the queries: the sum of their weights)``.
     """
-    if maps.dim() != 4 or maps.shape[0] != maps.shape[1] ** 3:
-        raise ValueError(f"maps must have shape (g^3, g, g, g), got {list(maps.shape)}.")
+    if maps.dim() != 4:
+        raise ValueError(f"maps must have shape (T, k_h, k_w, k_d), got {list(maps.shape)}.")
+    if token_grid is None:
+        g = round(maps.shape[0] ** (1.0 / 3.0))
+        token_grid = (g, g, g)
+    token_grid = [int(t) for t in token_grid]
+    if len(token_grid) != 3 or math.prod(token_grid) != maps.shape[0]:
+        raise ValueError(f"maps have {maps.shape[0]} queries, which is not the token grid {token_grid} (T = t_h t_w t_d).")
     if foreground.dim() != 3:
         raise ValueError(f"foreground must be a 3D mask (H, W, D), got shape {list(foreground.shape)}.")
-    g = maps.shape[1]
-    frac = F.adaptive_avg_pool3d(foreground.to(maps.device, torch.float32)[None, None], g).flatten()
+    frac = F.adaptive_avg_pool3d(foreground.to(maps.device, torch.float32)[None, None], token_grid).flatten()
     total = float(frac.sum())
     weights = frac / total if total > 0 else torch.full_like(frac, 1.0 / frac.numel())
     return (weights.to(maps.dtype)[:, None, None, None] * maps).sum(0), total
@@ -488,21 +498,25 @@ def write_attention_maps(
     ends = path_endpoints(net.arch.num_depths)
     first = int(net.arch.use_downsample)
     for name, weights_ in maps.items():
-        averaged, fg_queries = foreground_attention(weights_[0].float(), fg_region)
         size = [s.stop - s.start for s in region]
+        depth = ends[int(name.split("_p")[1])][1]
+        op_input = [s // 2 ** (depth + first) for s in size]
+        token_grid = ops[name].grid_size(op_input, ops[name].grid)
+        averaged, fg_queries = foreground_attention(weights_[0].float(), fg_region, token_grid)
         up = F.interpolate(averaged[None, None], size=size, mode="trilinear", align_corners=False)[0, 0]
         full = torch.zeros(padded, dtype=torch.float32, device=up.device)
         full[region] = up.clamp_min(0.0)  # interpolation of non-negative weights; clamp only rounding noise
         att = full[: shape[0], : shape[1], : shape[2]].cpu().numpy()
-        depth = ends[int(name.split("_p")[1])][1]
         g = ops[name].grid
+        num_queries = math.prod(token_grid)
         nifti = _save_nifti(att, affine, out_dir / f"attention_{name}.nii.gz")
-        queries = f"{fg_queries:.1f} of {g**3} queries in the predicted foreground" if fg_queries > 0 else (
-            f"no predicted foreground: mean of all {g**3} queries")
+        queries = f"{fg_queries:.1f} of {num_queries} queries in the predicted foreground" if fg_queries > 0 else (
+            f"no predicted foreground: mean of all {num_queries} queries")
         window = "" if roi is None else f" in the {'x'.join(map(str, roi))} window around the mask"
         title = (f"segmentation attention of transformer {name} (depth {depth}, 1/{2 ** (depth + first)} resolution, "
-                 f"{g}^3 tokens){window}\n{queries}; axial slice {z} of {shape[2]}")
+                 f"{'x'.join(map(str, token_grid))} tokens, {'x'.join(map(str, averaged.shape))} keys){window}\n{queries}; axial slice {z} of {shape[2]}")
         png = _draw_panel(volume, att, pred_np, z, title, out_dir / f"attention_{name}.png", dpi)
-        result["ops"][name] = {"nifti": nifti, "png": png, "depth": depth, "grid": g, "foreground_queries": fg_queries}
+        result["ops"][name] = {"nifti": nifti, "png": png, "depth": depth, "grid": g, "token_grid": token_grid,
+                                 "key_grid": list(averaged.shape), "foreground_queries": fg_queries}
         logger.info("wrote %s and %s", nifti, png)
     return result

@@ -68,8 +68,13 @@ def test_foreground_attention_weights_queries_by_cell_coverage():
     assert torch.allclose(avg.flatten(), expected)
     uniform, none = foreground_attention(maps, torch.zeros(4, 4, 4))
     assert none == 0 and torch.allclose(uniform, torch.full((g, g, g), 1.0 / g**3))
-    with pytest.raises(ValueError, match="g\\^3"):
+    with pytest.raises(ValueError, match="token grid"):
         foreground_attention(torch.rand(5, 2, 2, 2), mask)
+    # an anisotropic token grid (an op input smaller than g along one axis)
+    avg, total = foreground_attention(torch.rand(8, 3, 3, 3), mask, token_grid=(2, 2, 2))
+    assert avg.shape == (3, 3, 3)
+    with pytest.raises(ValueError, match="token grid"):
+        foreground_attention(torch.rand(12, 3, 3, 3), mask, token_grid=(2, 2, 2))
 
 
 def test_capture_attention_matches_the_op_on_its_input(tmp_path):
@@ -85,7 +90,8 @@ def test_capture_attention_matches_the_op_on_its_input(tmp_path):
         assert torch.allclose(logits, net(x))  # hooks do not change the output and are removed
     assert not any(op._forward_hooks for op in ops.values())
     for m in maps.values():
-        assert m.shape == (1, 8, 2, 2, 2)
+        # grid 2: 8 queries; keys: the op input itself (at most 16^3), a power-of-two fraction of the 16^3 input
+        assert m.shape[:2] == (1, 8) and m.shape[2] == m.shape[3] == m.shape[4] in (2, 4, 8)
         assert torch.allclose(m.sum(dim=(2, 3, 4)), torch.ones(1, 8), atol=1e-5)
 
 
