@@ -26,6 +26,7 @@ from dast_components.networks.transformer import (
     MultiHeadAttention,
     TransformerOp3D,
     adaptive_average_pool3d,
+    attention_heads,
     largest_divisor_at_most,
 )
 
@@ -232,8 +233,16 @@ def test_torchscript_inside_monai_mixed_op():
 @pytest.mark.parametrize(
     "channels, num_heads, expected", [(8, 8, 8), (12, 8, 6), (10, 8, 5), (7, 8, 7), (9, 8, 3), (16, 4, 4), (13, 8, 1)]
 )
-def test_heads_are_the_largest_divisor(channels, num_heads, expected):
+def test_largest_divisor(channels, num_heads, expected):
     assert largest_divisor_at_most(channels, num_heads) == expected
+
+
+@pytest.mark.parametrize(
+    "channels, num_heads, expected",
+    [(8, 8, 1), (32, 8, 2), (48, 8, 3), (64, 8, 4), (96, 8, 6), (128, 8, 8), (512, 8, 8), (256, 4, 4), (40, 8, 2)],
+)
+def test_heads_keep_at_least_16_channels(channels, num_heads, expected):
+    assert attention_heads(channels, num_heads) == expected
     op = TransformerOp3D(channels, grid=2, num_heads=num_heads)
     assert op.num_heads == expected
     assert op.seg_attn.num_heads == expected and op.seg_attn.head_dim * expected == channels
