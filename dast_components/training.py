@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -277,8 +278,9 @@ class AtomicDiskSaver(BaseSaveHandler):
     Ignite's ``Checkpoint`` removes the file it replaces *before* saving the new one, and MONAI's ``CheckpointSaver``
     writes in place, so a process killed while saving a new best ``model.pt`` left no weights or a truncated file.
     Here the new file is written (and flushed to disk) under a temporary name, moved over the target in one step,
-    and files ignite asked to remove are deleted only after that, unless they are the file just written. Only
-    rank 0 writes under ``torch.distributed``.
+    and files ignite asked to remove are deleted only after that, unless they are the file just written. The first
+    save also deletes the temporary files a killed process left beside its target. Only rank 0 writes under
+    ``torch.distributed``.
 
     Args:
         dirname: folder of the checkpoints (created if missing).
@@ -290,6 +292,8 @@ class AtomicDiskSaver(BaseSaveHandler):
         self.dirname = Path(dirname)
         self.filename = filename
         self._pending: list[str] = []
+        self._started = time.time()
+        self._swept = False
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         import torch
@@ -298,6 +302,11 @@ class AtomicDiskSaver(BaseSaveHandler):
             return
         name = self.filename or filename
         self.dirname.mkdir(parents=True, exist_ok=True)
+        if not self._swept:  # temporary files of a process killed while saving, before this one started
+            for stale in self.dirname.glob(f".{name}.*.tmp*"):
+                if stale.stat().st_mtime < self._started:
+                    stale.unlink(missing_ok=True)
+            self._swept = True
         with atomic_path(self.dirname / name) as tmp:
             with open(tmp, "wb") as f:
                 torch.save(checkpoint, f)

@@ -185,7 +185,8 @@ def kfold_split(items: Sequence[Mapping[str, Any]], num_folds: int = 5, seed: in
     if int(num_folds) < 2:
         raise InputError(f"num_folds must be >= 2, got {num_folds}.")
     if len(items) < num_folds:
-        raise DataError(f"{num_folds}-fold cross-validation needs at least {num_folds} cases, got {len(items)}.")
+        raise DataError(f"{num_folds}-fold cross-validation needs at least {num_folds} cases, got {len(items)}; pass "
+                        f"--num_folds {max(2, len(items))} or add cases.")
     ordered = [dict(item) for item in _sorted_items(items)]
     for position, index in enumerate(np.random.default_rng(seed).permutation(len(ordered))):
         ordered[index]["fold"] = position % int(num_folds)
