@@ -113,7 +113,7 @@ def test_inference_items(tmp_path: Path) -> None:
         (tmp_path / "kits" / case).mkdir(parents=True)
         (tmp_path / "kits" / case / "imaging.nii.gz").write_bytes(b"")
         (tmp_path / "kits" / case / "segmentation.nii.gz").write_bytes(b"")
-    items = inference_items(tmp_path / "kits", check=False)  # listing only: the image checks are tested in tests/bad_inputs
+    items = inference_items(tmp_path / "kits", check=False)  # listing only; the image checks: tests/bad_inputs
     assert [Path(i["image"]).parent.name for i in items] == ["case_00000", "case_00001"]
     assert all(i["image"].endswith("imaging.nii.gz") for i in items)
     (tmp_path / "flat").mkdir()

@@ -339,7 +339,8 @@ def check_device(device: Any) -> Any:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise InputError(f"device {device!r} is not a device name ({err}); pass --device cpu or --device cuda.") from None
+        raise InputError(f"device {device!r} is not a device name ({err}); pass --device cpu or --device cuda."
+                         ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(f"device '{device}' was asked for, but CUDA is not available here (PyTorch "

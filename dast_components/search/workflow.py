@@ -110,12 +110,12 @@ def prepare_data(
 
     rank, world = _dist_info()
     if world == 1:
-        return _logged(_prepare)
+        return _prepare()
     result: dict | None = None
     failure: list[str | None] = [None]
     if rank == 0:
         try:
-            result = _logged(_prepare)
+            result = _prepare()
         except Exception as err:  # noqa: BLE001  re-raised below after telling the other ranks
             failure[0] = f"{type(err).__name__}: {err}"
             dist.broadcast_object_list(failure, src=0)
@@ -124,16 +124,6 @@ def prepare_data(
     if failure[0] is not None:
         raise InputError(f"rank 0 could not prepare the search data: {failure[0]}")
     return result if result is not None else _prepare()
-
-
-def _logged(fn: Callable[[], Any]) -> Any:
-    """Call ``fn``; log a ``ValueError`` before re-raising it, so the cause heads the output even when the bundle
-    parser wraps it into ``RuntimeError: Failed to evaluate ConfigExpression``."""
-    try:
-        return fn()
-    except ValueError as err:
-        logger.error("%s", err)
-        raise
 
 
 def check_patch_size(patch_size: Sequence[int], stride: int, name: str = "patch_size") -> list[int]:
@@ -183,8 +173,7 @@ def check_search_settings(
     Raises:
         ValueError: naming the setting, its value and what is expected.
     """
-    _logged(lambda: _check_settings(patch_size, train_patch_size, num_depths, ops, num_iterations,
-                                     warmup_iterations, use_downsample))
+    _check_settings(patch_size, train_patch_size, num_depths, ops, num_iterations, warmup_iterations, use_downsample)
 
 
 def _check_settings(

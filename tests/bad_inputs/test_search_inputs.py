@@ -93,3 +93,25 @@ def test_resume_with_other_settings_stops_listing_them(tmp_path: Path) -> None:
                                  "optimizer[0].lr 0.05 -> 0.001", "--resume false")
     assert "num_iterations" not in message  # a search may be extended
     assert checkpoint.read_bytes() == before
+
+
+def test_missing_dataset_json(tmp_path: Path) -> None:
+    (tmp_path / "bare").mkdir()
+    assert_input_error(lambda: _search(tmp_path, tmp_path / "bare"), "dataset.json", "does not exist")
+
+
+def test_listed_file_missing(tmp_path: Path, msd: Path) -> None:
+    data = copy_dataset(msd, tmp_path / "data")
+    (data / "labelsTr" / "case_002.nii.gz").unlink()
+    assert_input_error(lambda: _search(tmp_path, data), "case_002.nii.gz", "does not exist")
+
+
+@pytest.mark.parametrize("override, words", [
+    ({"patch_size": [40, 40, 40]}, ["patch_size", "multiples of 16"]),
+    ({"train_patch_size": [100, 100, 100]}, ["train_patch_size"]),
+    ({"ops": ["skip_connect", "conv_5x5x5"]}, ["unknown op name"]),
+    ({"ops": "nas"}, ["unknown op pool"]),
+    ({"warmup_iterations": 20}, ["warmup_iterations"]),
+])
+def test_bad_setting(tmp_path: Path, msd: Path, override: dict, words: list[str]) -> None:
+    assert_input_error(lambda: _search(tmp_path, msd, **override), *words)

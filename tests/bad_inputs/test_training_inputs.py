@@ -182,3 +182,62 @@ def test_evaluating_missing_weights(tmp_path: Path, kits: Path) -> None:
         lambda: _run(tmp_path, kits, configs=("train", "evaluate", "quick"), ckpt_dir=str(tmp_path / "none")),
         "no trained weights", "model_fold0.pt",
     )
+
+
+def test_image_label_shape_mismatch(tmp_path: Path, kits: Path) -> None:
+    data = copy_dataset(kits, tmp_path / "data")
+    label = _case(data, 1, "segmentation.nii.gz")
+    seg = nib.load(str(label))
+    nib.save(nib.Nifti1Image(np.asarray(seg.dataobj)[:-2], seg.affine), str(label))
+    assert_input_error(lambda: _run(tmp_path, data), "case_00001", "shape")
+
+
+def test_2d_training_image(tmp_path: Path, kits: Path) -> None:
+    data = copy_dataset(kits, tmp_path / "data")
+    flat = np.zeros((64, 64), dtype=np.int16)
+    for name, array in (("imaging.nii.gz", flat), ("segmentation.nii.gz", flat.astype(np.uint8))):
+        nib.save(nib.Nifti1Image(array, np.eye(4)), str(_case(data, 3, name)))
+    assert_input_error(lambda: _run(tmp_path, data), "case_00003", "3D")
+
+
+def test_dataset_dir_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    assert_input_error(lambda: _run(tmp_path, tmp_path / "file"), "is a file")
+
+
+def test_architecture_for_another_op_pool(tmp_path: Path, kits: Path) -> None:
+    arch = write_tiny_arch(tmp_path / "dints.json", ops="dints")
+    assert_input_error(lambda: _run(tmp_path, kits, arch_file=str(arch)), "op pool")
+
+
+def test_missing_architecture_file(tmp_path: Path, kits: Path) -> None:
+    assert_input_error(lambda: _run(tmp_path, kits, arch_file=str(tmp_path / "none.json")), "none.json",
+                       "does not exist")
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path):
+    """An existing folder nobody can write to: ``chmod 555`` for a user, ``chattr +i`` for root (who ignores
+    permission bits); skipped where neither applies."""
+    import os
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    root = os.geteuid() == 0
+    if root:
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)]).returncode != 0:
+            pytest.skip("root without chattr +i: no way to make a folder read-only here")
+    else:
+        folder.chmod(0o555)
+    yield folder
+    if root:
+        subprocess.run(["chattr", "-i", str(folder)], check=False)
+    else:
+        folder.chmod(0o755)
+
+
+def test_existing_output_folder_without_write_permission(tmp_path: Path, kits: Path, read_only_folder: Path) -> None:
+    assert_input_error(lambda: _run(tmp_path, kits, output_dir=str(read_only_folder)), "output_dir",
+                       "is not writable", str(read_only_folder))
