@@ -15,7 +15,10 @@ The bundles call one preparer from their configs, e.g.
 makes the split and the foreground intensity percentiles when they are missing, caches them as JSON and returns
 datalists with absolute paths. Cache files (``dast_search_split.json``, ``dast_kits19_folds.json``,
 ``dast_intensity_*.json``) store the cases they were made from, with paths relative to the dataset folder, and are
-recomputed when the cases listed in the dataset change. Delete them to force a recomputation.
+recomputed when the cases listed in the dataset change. Making an intensity cache reads every image and label of
+the split in full (readable, finite image values, label values in range), so the checks of a later run are free;
+it also records each file's size and modification time, and a changed file is read and checked again. Delete the
+caches to force a recomputation.
 
 Command line::
 
@@ -36,22 +39,22 @@ from typing import Any
 
 import numpy as np
 
-from dast_components.errors import InputError
 from dast_components.data.checks import (
     KITS19_IMAGE,
     KITS19_LABEL,
     DataError,
     check_dataset_dir,
     check_dataset_json,
+    check_image_file,
     check_image_label_shapes,
     check_items_exist,
     check_kits19_case,
-    check_image_file,
     check_label_files,
     read_json,
     write_json_atomic,
 )
 from dast_components.data.intensity import foreground_percentiles
+from dast_components.errors import InputError
 
 __all__ = [
     "SEARCH_SPLIT_SIZES",
