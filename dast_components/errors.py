@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from types import TracebackType
 
 __all__ = ["TRACEBACK_ENV", "InputError", "MissingFileError", "find_input_error", "install_excepthook"]
@@ -65,7 +66,11 @@ def _one_line(error: BaseException) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def _report(previous, kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+_Hook = Callable[[type[BaseException], BaseException, "TracebackType | None"], object]
+
+
+def _report(previous: _Hook, kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    """Print an uncaught input error as two lines (the message last); hand anything else to ``previous``."""
     found = find_input_error(value)
     if found is None or os.environ.get(TRACEBACK_ENV, "").strip().lower() not in ("", "0", "false", "no"):
         previous(kind, value, tb)
