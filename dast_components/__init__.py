@@ -12,5 +12,9 @@
 
 from __future__ import annotations
 
+from dast_components.errors import InputError, install_excepthook
+
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["InputError", "__version__"]
+
+install_excepthook()  # uncaught input errors end the process with one line (see dast_components.errors)

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from dast_components.errors import InputError, MissingFileError
+
 __all__ = [
     "FoldEnsemble",
     "inference_items",
@@ -67,19 +69,19 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no trained weights at {path}. " + _HOW_TO_GET_WEIGHTS.format(root=_bundle_root(path.absolute()))
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  any unpickling failure means "not our checkpoint"
-        raise ValueError(f"cannot read {path} as a weight file (torch.load with weights_only=True): {err}") from None
+        raise InputError(f"cannot read {path} as a weight file (torch.load with weights_only=True): {err}") from None
     if not isinstance(ckpt, Mapping):
-        raise ValueError(f"{path} holds a {type(ckpt).__name__}, expected a dict of tensors or {{'model': ...}}.")
+        raise InputError(f"{path} holds a {type(ckpt).__name__}, expected a dict of tensors or {{'model': ...}}.")
     if "model" not in ckpt:
         if all(isinstance(v, torch.Tensor) for v in ckpt.values()):
             return {"model": dict(ckpt)}
-        raise ValueError(f"{path} has no 'model' entry (keys: {sorted(ckpt)[:8]}).")
+        raise InputError(f"{path} has no 'model' entry (keys: {sorted(ckpt)[:8]}).")
     return dict(ckpt)
 
 
@@ -96,14 +98,14 @@ def read_intensity(path: str | os.PathLike) -> dict[str, float]:
     record = read_checkpoint(path).get("bundle", {})
     window = record.get("intensity") if isinstance(record, Mapping) else None
     if not isinstance(window, Mapping) or not {"lower", "upper"} <= set(window):
-        raise ValueError(
+        raise InputError(
             f"{path} does not record the intensity window it was trained with; pass it explicitly, e.g. "
             "--intensity \"{'lower': -50.0, 'upper': 250.0}\" (the 5th/95th foreground percentiles of its "
             "training set)."
         )
     lower, upper = float(window["lower"]), float(window["upper"])
     if not upper > lower:
-        raise ValueError(f"{path} records an empty intensity window lower={lower}, upper={upper}.")
+        raise InputError(f"{path} records an empty intensity window lower={lower}, upper={upper}.")
     return {"lower": lower, "upper": upper}
 
 
@@ -112,15 +114,29 @@ def _load_weights(network: nn.Module, path: str | os.PathLike) -> dict[str, Any]
     target = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
     try:
         target.load_state_dict(ckpt["model"], strict=True)
-    except RuntimeError as err:
+    except RuntimeError:
         trained = ckpt.get("bundle", {}).get("arch_file") if isinstance(ckpt.get("bundle"), Mapping) else None
         hint = f" They were trained with the architecture {trained}." if trained else ""
-        first = str(err).splitlines()[0:3]
-        raise ValueError(
+        raise InputError(
             f"the weights in {path} do not fit the network built from the configured architecture "
-            f"(arch_file, channel_mul, grid must match training).{hint} PyTorch says: {' '.join(first)}"
+            f"(arch_file, channel_mul, grid must match training).{hint} {_key_mismatch(target, ckpt['model'])}"
         ) from None
     return ckpt
+
+
+def _key_mismatch(network: nn.Module, state: Mapping[str, Any], shown: int = 3) -> str:
+    """A short summary of how ``state`` differs from ``network.state_dict()`` (counts and a few names)."""
+    own = network.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = []
+    for what, names in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)):
+        if names:
+            more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
+            parts.append(f"{len(names)} parameter(s) {what}: {', '.join(names[:shown])}{more}")
+    return "; ".join(parts) + "." if parts else ""
 
 
 class FoldEnsemble(nn.Module):
@@ -143,9 +159,9 @@ class FoldEnsemble(nn.Module):
     def __init__(self, models: Sequence[nn.Module], windows: Sequence[Mapping[str, float]] | None = None) -> None:
         super().__init__()
         if len(models) == 0:
-            raise ValueError("FoldEnsemble needs at least one model.")
+            raise InputError("FoldEnsemble needs at least one model.")
         if windows is not None and len(windows) != len(models):
-            raise ValueError(f"got {len(models)} models but {len(windows)} intensity windows.")
+            raise InputError(f"got {len(models)} models but {len(windows)} intensity windows.")
         self.models = nn.ModuleList(models)
         scale, shift = [], []
         for w in windows or [{"lower": 0.0, "upper": 1.0}] * len(models):
@@ -186,10 +202,10 @@ def load_network(
     """
     paths = [checkpoints] if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints)
     if not paths:
-        raise ValueError("no weight files given.")
+        raise InputError("no weight files given.")
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no trained weights at {', '.join(missing)}. "
             + _HOW_TO_GET_WEIGHTS.format(root=_bundle_root(Path(missing[0]).absolute()))
         )
@@ -207,23 +223,29 @@ def load_network(
     return FoldEnsemble(models, windows).to(device).eval()
 
 
-def inference_items(dataset_dir: str | os.PathLike, pattern: str | None = None) -> list[dict[str, str]]:
-    """Images to segment: ``{"image": path}`` entries, sorted.
+def inference_items(
+    dataset_dir: str | os.PathLike, pattern: str | None = None, check: bool = True
+) -> list[dict[str, str]]:
+    """Images to segment: ``{"image": path}`` entries, sorted, every one checked before the first prediction.
 
     Args:
         dataset_dir: a KiTS19 ``data`` folder (``case_XXXXX/imaging.nii.gz``), a folder of NIfTI files, or one
             NIfTI file.
         pattern: glob pattern relative to ``dataset_dir``; defaults to ``case_*/imaging.nii.gz`` when such cases
             exist, else ``*.nii.gz`` and ``*.nii``.
+        check: read every image in full and check it is a readable one-channel 3D volume of finite values
+            (:func:`dast_components.data.checks.check_image_file`), so that one bad file stops the run before any
+            prediction is written. Defaults to True.
 
     Raises:
-        ValueError: nothing to segment.
+        ValueError: nothing to segment, or a bad image (an :class:`~dast_components.errors.InputError` naming it).
     """
     root = Path(dataset_dir).expanduser()
     if root.is_file():
-        return [{"image": str(root.absolute())}]
+        items = [{"image": str(root.absolute())}]
+        return _checked(items) if check else items
     if not root.is_dir():
-        raise ValueError(f"dataset_dir '{root}' does not exist; pass --dataset_dir with the images to segment.")
+        raise InputError(f"dataset_dir '{root}' does not exist; pass --dataset_dir with the images to segment.")
     if pattern:
         patterns = [pattern]
     elif glob.glob(str(root / "case_*" / "imaging.nii.gz")):
@@ -232,8 +254,18 @@ def inference_items(dataset_dir: str | os.PathLike, pattern: str | None = None) 
         patterns = ["*.nii.gz", "*.nii"]
     files = sorted({f for p in patterns for f in glob.glob(str(root / p))})
     if not files:
-        raise ValueError(f"no images matching {patterns} in '{root}'.")
-    return [{"image": str(Path(f).absolute())} for f in files]
+        raise InputError(f"no images matching {patterns} in '{root}'.")
+    items = [{"image": str(Path(f).absolute())} for f in files]
+    return _checked(items) if check else items
+
+
+def _checked(items: list[dict[str, str]]) -> list[dict[str, str]]:
+    from dast_components.data.checks import check_image_file
+
+    for item in items:
+        check_image_file(item["image"], "input image")
+    logger.info("checked %d input image(s)", len(items))
+    return items
 
 
 _CASE_RE = re.compile(r"case_(\d+)$")

@@ -17,6 +17,8 @@
   outside (MONAI Label replaces ``train#dataset#data``).
 - :class:`CheckpointRecord`: plain values stored in the checkpoint next to the weights (intensity window, spacing,
   architecture, fold), so a weight file carries the preprocessing it was trained with.
+- :class:`AtomicCheckpointSaver`: MONAI's ``CheckpointSaver`` whose files are replaced atomically, so a crash
+  while saving a new best model never loses the previous one.
 - :class:`TrainingLog`: one CSV row per epoch with the training loss and the latest validation metrics.
 - :func:`handlers_for_rank`: under ``torchrun`` only rank 0 logs and writes files.
 - :func:`check_patch_size`, :func:`cache_memory_rate`: start-up checks (patch a multiple of the network stride;
@@ -32,15 +34,21 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
+from ignite.handlers.checkpoint import BaseSaveHandler
+from monai.handlers import CheckpointSaver
 
 from dast_components.data.checks import atomic_path, write_json_atomic
+from dast_components.errors import InputError
 
 __all__ = [
+    "AtomicCheckpointSaver",
+    "AtomicDiskSaver",
     "CheckpointRecord",
     "TrainingLog",
     "cache_memory_rate",
@@ -57,6 +65,7 @@ _RANK0_ONLY = (
     "TensorBoardStatsHandler",
     "TensorBoardImageHandler",
     "CheckpointSaver",
+    "AtomicCheckpointSaver",
     "MetricsSaver",
     "ClassificationSaver",
     "MLFlowHandler",
@@ -77,9 +86,9 @@ def epochs_for_iterations(num_iterations: int, iterations_per_epoch: int) -> int
         ``ceil(num_iterations / iterations_per_epoch)``.
     """
     if int(num_iterations) < 1:
-        raise ValueError(f"num_iterations must be >= 1, got {num_iterations}.")
+        raise InputError(f"num_iterations must be >= 1, got {num_iterations}.")
     if int(iterations_per_epoch) < 1:
-        raise ValueError(
+        raise InputError(
             f"the training dataloader yields {iterations_per_epoch} batches per epoch; the training list is empty "
             "or smaller than batch_size with drop_last."
         )
@@ -102,7 +111,7 @@ def check_patch_size(patch_size: Sequence[int], stride: int, name: str = "patch_
     sizes = [int(s) for s in patch_size]
     if len(sizes) != 3 or any(s < 1 or s % int(stride) for s in sizes):
         fixed = [max(int(stride), round(s / int(stride)) * int(stride)) for s in sizes]
-        raise ValueError(
+        raise InputError(
             f"{name} {list(patch_size)} must be 3 positive multiples of {stride} (2 ** (num_depths + 1) of the "
             f"architecture), e.g. {fixed}."
         )
@@ -154,7 +163,7 @@ def cache_memory_rate(
     import numpy as np
 
     if not 0.0 <= float(cache_rate) <= 1.0:
-        raise ValueError(f"cache_rate must be in [0, 1], got {cache_rate}.")
+        raise InputError(f"cache_rate must be in [0, 1], got {cache_rate}.")
     if float(cache_rate) == 0.0 or not items:
         return float(cache_rate)
     voxels = []
@@ -169,7 +178,7 @@ def cache_memory_rate(
     budget = fraction * (_available_memory() if available is None else available)
     if need > budget:
         fits = max(0.0, math.floor(100 * budget / (per_case * len(items))) / 100)
-        raise ValueError(
+        raise InputError(
             f"caching {num_cached} of {len(items)} cases at {list(pixdim)} mm needs about {need / 2**30:.1f} GiB "
             f"({processes} process(es) on this node), but {budget / 2**30:.1f} GiB ({fraction:.0%} of the available "
             f"memory) is the limit; pass --cache_rate {fits} (or add memory) to avoid the process being killed."
@@ -210,7 +219,7 @@ def training_intensity(
     from dast_components import data
 
     if len(items) == 0:
-        raise ValueError("the training list is empty: no intensity statistics can be computed.")
+        raise InputError("the training list is empty: no intensity statistics can be computed.")
     wanted = _normalised(items)
     if dataset_dir is not None and Path(dataset_dir).is_dir():
         try:
@@ -224,7 +233,7 @@ def training_intensity(
             if _normalised(prepared["training"]) == wanted:
                 return {"lower": float(prepared["intensity"]["lower"]), "upper": float(prepared["intensity"]["upper"])}
     if output_dir is None:
-        raise ValueError("training_intensity needs output_dir to cache the statistics of a training list given from "
+        raise InputError("training_intensity needs output_dir to cache the statistics of a training list given from "
                          "outside the bundle's split.")
     digest = hashlib.sha256(json.dumps(wanted).encode()).hexdigest()[:16]
     path = Path(output_dir) / f"dast_intensity_{digest}.json"
@@ -261,6 +270,76 @@ class CheckpointRecord:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Replace the stored values."""
         self.values = dict(state)
+
+
+class AtomicDiskSaver(BaseSaveHandler):
+    """Ignite save handler writing each checkpoint to a temporary file and moving it over the target (``os.replace``).
+
+    Ignite's ``Checkpoint`` removes the file it replaces *before* saving the new one, and MONAI's ``CheckpointSaver``
+    writes in place, so a process killed while saving a new best ``model.pt`` left no weights or a truncated file.
+    Here the new file is written (and flushed to disk) under a temporary name, moved over the target in one step,
+    and files ignite asked to remove are deleted only after that, unless they are the file just written. The first
+    save also deletes the temporary files a killed process left beside its target. Only rank 0 writes under
+    ``torch.distributed``.
+
+    Args:
+        dirname: folder of the checkpoints (created if missing).
+        filename: fixed file name used for every save (``CheckpointSaver``'s ``key_metric_filename``); ``None``:
+            the name ignite makes up.
+    """
+
+    def __init__(self, dirname: str | os.PathLike, filename: str | None = None) -> None:
+        self.dirname = Path(dirname)
+        self.filename = filename
+        self._pending: list[str] = []
+        self._started = time.time()
+        self._swept = False
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        import torch
+
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            return
+        name = self.filename or filename
+        self.dirname.mkdir(parents=True, exist_ok=True)
+        if not self._swept:  # temporary files of a process killed while saving, before this one started
+            for stale in self.dirname.glob(f".{name}.*.tmp*"):
+                if stale.stat().st_mtime < self._started:
+                    stale.unlink(missing_ok=True)
+            self._swept = True
+        with atomic_path(self.dirname / name) as tmp:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+        for old in self._pending:
+            if old != name and (self.dirname / old).is_file():
+                (self.dirname / old).unlink()
+        self._pending = []
+
+    def remove(self, filename: str) -> None:
+        """Delete ``filename`` after the next save has put its replacement in place."""
+        self._pending.append(self.filename or filename)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """``monai.handlers.CheckpointSaver`` (same arguments) whose every file is replaced atomically.
+
+    The ``save_handler`` of each of its ignite ``Checkpoint`` objects is an :class:`AtomicDiskSaver`: a checkpoint
+    is complete on disk before it replaces the previous one, and the previous one is removed only after that. Use it
+    as ``"_target_": "dast_components.training.AtomicCheckpointSaver"`` in place of ``CheckpointSaver``.
+
+    Example::
+
+        AtomicCheckpointSaver("models", {"model": net}, save_key_metric=True, key_metric_filename="model.pt")
+    """
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for attr in ("_final_checkpoint", "_key_metric_checkpoint", "_interval_checkpoint"):
+            checkpoint = getattr(self, attr, None)
+            if checkpoint is not None:  # keep the fixed file name MONAI's own saver was given
+                name = getattr(checkpoint.save_handler, "filename", None)
+                checkpoint.save_handler = AtomicDiskSaver(self.save_dir, name)
 
 
 class TrainingLog:

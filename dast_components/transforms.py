@@ -21,6 +21,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, ScaleIntensityRange, Spacingd
 
+from dast_components.errors import InputError
+
 __all__ = ["PathSafeSpacingd", "ScaleIntensityFromCheckpointd"]
 
 
@@ -91,7 +93,7 @@ class ScaleIntensityFromCheckpointd(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if window is not None and not {"lower", "upper"} <= set(window):
-            raise ValueError(f"window must have keys 'lower' and 'upper', got {dict(window)!r}.")
+            raise InputError(f"window must have keys 'lower' and 'upper', got {dict(window)!r}.")
         self.checkpoint = Path(checkpoint)
         self.fixed = None if window is None else {"lower": float(window["lower"]), "upper": float(window["upper"])}
         self.b_min, self.b_max, self.clip = float(b_min), float(b_max), bool(clip)

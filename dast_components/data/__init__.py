@@ -24,6 +24,11 @@ from typing import Any
 
 __all__ = [
     "DataError",
+    "check_batch_size",
+    "check_device",
+    "check_image_file",
+    "check_intensity_window",
+    "check_writable_dir",
     "fold_split",
     "foreground_percentiles",
     "kfold_split",
@@ -39,6 +44,11 @@ __all__ = [
 
 _MODULE_OF = {
     "DataError": "checks",
+    "check_batch_size": "datalist",
+    "check_device": "checks",
+    "check_image_file": "checks",
+    "check_intensity_window": "checks",
+    "check_writable_dir": "checks",
     "fold_split": "datalist",
     "foreground_percentiles": "intensity",
     "kfold_split": "datalist",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from dast_components.errors import InputError
 from dast_components.utils import atomic_path
 
 __all__ = [
@@ -37,11 +39,16 @@ __all__ = [
     "atomic_path",
     "check_dataset_dir",
     "check_dataset_json",
+    "check_device",
+    "check_finite",
+    "check_image_file",
+    "check_intensity_window",
     "check_image_label_shapes",
     "check_items_exist",
     "check_kits19_case",
     "check_label_files",
     "check_label_values",
+    "check_writable_dir",
     "load_image",
     "load_label",
     "read_json",
@@ -54,8 +61,12 @@ KITS19_LABEL = "segmentation.nii.gz"
 _SYNTHETIC_HINT = "python -m dast_components.data.synthetic --layout {layout} --num_cases 8 --out {path}"
 
 
-class DataError(ValueError):
-    """A dataset input is missing or inconsistent; the message names the file or key and what was expected."""
+class DataError(InputError):
+    """A dataset input is missing or inconsistent; the message names the file or key and what was expected.
+
+    An :class:`dast_components.errors.InputError` (so a ``ValueError``): a bundle run that stops on it prints just
+    the message.
+    """
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
@@ -224,24 +235,147 @@ def check_label_files(items: Sequence[Mapping[str, Any]], num_classes: int) -> N
         check_label_values(load_label(item["label"]), num_classes, item["label"])
 
 
+def check_finite(image: np.ndarray, path: str | os.PathLike) -> None:
+    """Raise :class:`DataError` naming ``path`` when ``image`` has NaN or infinite voxels.
+
+    A single NaN makes the intensity percentiles, the loss and every prediction NaN (an all-background mask), so
+    such images are refused rather than trained on or segmented.
+    """
+    finite = np.isfinite(image)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        raise DataError(
+            f"image '{path}' has {bad} NaN or infinite voxels of {finite.size}; replace them (e.g. by the air value "
+            "-1024 HU) or leave the case out."
+        )
+
+
+def check_image_file(path: str | os.PathLike, role: str = "image") -> tuple[int, ...]:
+    """Read a whole image and check that it is a one-channel 3D volume of finite values.
+
+    Args:
+        path: NIfTI file.
+        role: how the file is named in the message (``"image"``, ``"validation image"``, ``"input image"``).
+
+    Returns:
+        its spatial shape ``(H, W, D)``.
+    """
+    image = load_image(path, role)
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        what = f"{shape[3]} channels" if len(shape) == 4 else f"{len(shape)} dimensions"
+        raise DataError(f"{role} '{path}' has shape {tuple(image.shape)} ({what}); expected a 3D volume (H, W, D) "
+                        "with one channel.")
+    check_finite(image, path)
+    return shape
+
+
+def check_intensity_window(window: Mapping[str, Any], source: str | os.PathLike = "the training set") -> dict:
+    """Check that an intensity window ``{"lower", "upper"}`` is finite and not empty.
+
+    Args:
+        window: the window in HU.
+        source: where it comes from (a cache file, a checkpoint), quoted in the message.
+
+    Returns:
+        ``{"lower": float, "upper": float}``.
+    """
+    try:
+        lower, upper = float(window["lower"]), float(window["upper"])
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"the intensity window of {source} must be {{'lower': number, 'upper': number}}, got "
+                        f"{window!r}.") from None
+    if not (np.isfinite(lower) and np.isfinite(upper)):
+        raise DataError(f"the intensity window of {source} is not finite (lower={lower}, upper={upper}); an image "
+                        "has NaN voxels. Fix the images and delete the cached dast_intensity_*.json.")
+    if not upper > lower:
+        raise DataError(f"the intensity window of {source} is empty (lower={lower}, upper={upper}): the foreground "
+                        "voxels of the training images all have one value. Check the images (constant volumes?) or "
+                        "pass --intensity \"{'lower': -50.0, 'upper': 250.0}\".")
+    return {"lower": lower, "upper": upper}
+
+
+def check_writable_dir(path: str | os.PathLike, key: str = "output_dir") -> Path:
+    """Check, before any work, that files can be created in folder ``path`` (created later if missing).
+
+    A temporary file is created and removed in ``path``, or, when ``path`` does not exist yet, in its nearest
+    existing parent (so a check that fails leaves no folder behind). Permission bits are not trusted: ``root``
+    ignores them, while read-only mounts and immutable folders still refuse writes.
+
+    Args:
+        path: the output folder.
+        key: the config id that sets it, named in the message.
+
+    Returns:
+        the folder as an absolute ``Path``.
+    """
+    folder = Path(path).expanduser().absolute()
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise DataError(f"{key} '{folder}' cannot be created: '{probe}' is a file, not a folder; pass --{key} with "
+                        "a folder you can write to.")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".dast_write_check_", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        raise DataError(f"{key} '{folder}' is not writable ({err.strerror}: '{probe}'); pass --{key} with a folder "
+                        "you can write to.") from None
+    return folder
+
+
+def check_device(device: Any) -> Any:
+    """Check that ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``) exists on this machine.
+
+    Returns:
+        ``device`` unchanged.
+    """
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InputError(f"device {device!r} is not a device name ({err}); pass --device cpu or --device cuda."
+                         ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device '{device}' was asked for, but CUDA is not available here (PyTorch "
+                             f"{torch.__version__}, CUDA build {torch.version.cuda}); pass --device cpu.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device '{device}' was asked for, but only {torch.cuda.device_count()} CUDA device(s) "
+                             "are visible; pass --device cuda:0.")
+    elif dev.type not in ("cpu", "mps", "xpu"):
+        raise InputError(f"device '{device}' is not supported; pass --device cpu or --device cuda.")
+    return device
+
+
 def load_label(path: str | os.PathLike) -> np.ndarray:
     """Load a label volume as stored (no scaling to float), raising :class:`DataError` if it cannot be read."""
     try:
         return np.asanyarray(nib.load(os.fspath(path)).dataobj)
     except Exception as err:  # nibabel raises several unrelated types for unreadable files
-        raise DataError(f"cannot read label '{path}': {err}") from err
+        raise DataError(f"cannot read label '{path}': {_short(err)}") from err
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
+def load_image(path: str | os.PathLike, role: str = "image") -> np.ndarray:
     """Load an image volume as float32 (NIfTI scaling applied), raising :class:`DataError` if it cannot be read."""
     try:
         return nib.load(os.fspath(path)).get_fdata(dtype=np.float32)
     except Exception as err:  # nibabel raises several unrelated types for unreadable files
-        raise DataError(f"cannot read image '{path}': {err}") from err
+        raise DataError(f"cannot read {role} '{path}': {_short(err)}") from err
 
 
 def _header_shape(path: str | os.PathLike) -> tuple[int, ...]:
     try:
         return tuple(int(s) for s in nib.load(os.fspath(path)).shape)
     except Exception as err:  # nibabel raises several unrelated types for unreadable files
-        raise DataError(f"cannot read the header of '{path}': {err}") from err
+        raise DataError(f"cannot read the header of '{path}': {_short(err)}") from err
+
+
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 300 else text[:300] + " ..."

@@ -15,7 +15,10 @@ The bundles call one preparer from their configs, e.g.
 makes the split and the foreground intensity percentiles when they are missing, caches them as JSON and returns
 datalists with absolute paths. Cache files (``dast_search_split.json``, ``dast_kits19_folds.json``,
 ``dast_intensity_*.json``) store the cases they were made from, with paths relative to the dataset folder, and are
-recomputed when the cases listed in the dataset change. Delete them to force a recomputation.
+recomputed when the cases listed in the dataset change. Making an intensity cache reads every image and label of
+the split in full (readable, finite image values, label values in range), so the checks of a later run are free;
+it also records each file's size and modification time, and a changed file is read and checked again. Delete the
+caches to force a recomputation.
 
 Command line::
 
@@ -42,6 +45,7 @@ from dast_components.data.checks import (
     DataError,
     check_dataset_dir,
     check_dataset_json,
+    check_image_file,
     check_image_label_shapes,
     check_items_exist,
     check_kits19_case,
@@ -50,9 +54,11 @@ from dast_components.data.checks import (
     write_json_atomic,
 )
 from dast_components.data.intensity import foreground_percentiles
+from dast_components.errors import InputError
 
 __all__ = [
     "SEARCH_SPLIT_SIZES",
+    "check_batch_size",
     "fold_split",
     "kfold_split",
     "kits19_items",
@@ -180,9 +186,10 @@ def kfold_split(items: Sequence[Mapping[str, Any]], num_folds: int = 5, seed: in
         copies of ``items`` ordered by image path, each with an added integer ``"fold"``.
     """
     if int(num_folds) < 2:
-        raise ValueError(f"num_folds must be >= 2, got {num_folds}.")
+        raise InputError(f"num_folds must be >= 2, got {num_folds}.")
     if len(items) < num_folds:
-        raise DataError(f"{num_folds}-fold cross-validation needs at least {num_folds} cases, got {len(items)}.")
+        raise DataError(f"{num_folds}-fold cross-validation needs at least {num_folds} cases, got {len(items)}; pass "
+                        f"--num_folds {max(2, len(items))} or add cases.")
     ordered = [dict(item) for item in _sorted_items(items)]
     for position, index in enumerate(np.random.default_rng(seed).permutation(len(ordered))):
         ordered[index]["fold"] = position % int(num_folds)
@@ -206,12 +213,22 @@ def fold_split(items_with_fold: Sequence[Mapping[str, Any]], fold: int) -> tuple
         raise DataError(f"every datalist entry needs a 'fold' key (see kfold_split()); entries without: {missing}.")
     folds = sorted({int(item["fold"]) for item in items_with_fold})
     if int(fold) not in folds:
-        raise ValueError(f"fold {fold} is out of range: the datalist has folds {folds[0]}..{folds[-1]}.")
+        raise InputError(f"fold {fold} is out of range: the datalist has folds {folds[0]}..{folds[-1]}.")
     train, val = [], []
     for item in items_with_fold:
         entry = {k: v for k, v in item.items() if k != "fold"}
         (val if int(item["fold"]) == int(fold) else train).append(entry)
     return train, val
+
+
+def check_batch_size(num_cases: int, batch_size: int, source: str = "the training list") -> None:
+    """Raise :class:`DataError` when ``num_cases`` training cases cannot fill one batch of ``batch_size``."""
+    if int(batch_size) < 1:
+        raise DataError(f"batch_size must be >= 1, got {batch_size}.")
+    if int(num_cases) < int(batch_size):
+        raise DataError(f"{source} has {num_cases} training case(s), fewer than batch_size={batch_size} (training "
+                        f"drops incomplete batches, so no iteration would run); pass --batch_size {max(1, num_cases)} "
+                        "or add cases.")
 
 
 def prepare_search_data(
@@ -277,6 +294,7 @@ def prepare_kits19_data(
     num_classes: int = 3,
     seed: int = 0,
     output_dir: str | os.PathLike | None = None,
+    batch_size: int | None = None,
 ) -> dict:
     """Validate a KiTS19 dataset and return one fold's datalists and intensity percentiles, cached as JSON.
 
@@ -293,15 +311,17 @@ def prepare_kits19_data(
         num_classes: number of label classes including background. Defaults to 3.
         seed: fold assignment seed. Defaults to 0.
         output_dir: fallback cache folder when ``cache_dir`` is ``None`` and ``dataset_dir`` is read-only.
+        batch_size: if given, the fold must have at least this many training cases (checked before any volume is
+            read; training drops incomplete batches).
 
     Returns:
         ``{"training": [...], "validation": [...], "intensity": {"lower", "upper"}}`` with entries
         ``{"image": absolute path, "label": absolute path}``.
     """
     if int(num_folds) < 2:
-        raise ValueError(f"num_folds must be >= 2, got {num_folds}.")
+        raise InputError(f"num_folds must be >= 2, got {num_folds}.")
     if not 0 <= int(fold) < int(num_folds):
-        raise ValueError(f"fold {fold} is out of range: expected 0..{int(num_folds) - 1} for num_folds={num_folds}.")
+        raise InputError(f"fold {fold} is out of range: expected 0..{int(num_folds) - 1} for num_folds={num_folds}.")
     root = check_dataset_dir(dataset_dir)
     items = kits19_items(root)
     check_image_label_shapes(items)
@@ -309,6 +329,8 @@ def prepare_kits19_data(
 
     with_fold = _cached_folds(root, items, cache, int(num_folds), seed)
     training, validation = fold_split(with_fold, fold)
+    if batch_size is not None:
+        check_batch_size(len(training), batch_size, f"fold {fold} of '{root}'")
     intensity_path = cache / f"dast_intensity_kits19_fold{int(fold)}.json"
     intensity = _intensity(intensity_path, root, training, validation, num_classes)
     return {"training": training, "validation": validation, "intensity": intensity}
@@ -330,12 +352,18 @@ def _cached_folds(root: Path, items: list[dict], cache: Path, num_folds: int, se
 
 
 def _intensity(path: Path, root: Path, training: list[dict], others: list[dict], num_classes: int) -> dict:
-    """Cached foreground percentiles of ``training``; label values of ``training`` and ``others`` checked once."""
+    """Cached foreground percentiles of ``training``; every volume of ``training`` and ``others`` checked once.
+
+    Each image and label is read in full (readable, finite image values, label values in ``range(num_classes)``);
+    the cache records the size and modification time of every file, so a changed file is read and checked again.
+    """
+    everything = _sorted_items(training + others)
     expected = {
         "version": _CACHE_VERSION,
         "num_classes": int(num_classes),
         "cases": _relative_cases(root, training),
-        "label_checked": _relative_cases(root, _sorted_items(training + others)),
+        "label_checked": _relative_cases(root, everything),
+        "files": _stamps(everything),
     }
     cached = _reuse(path, expected, ["lower", "upper"])
     if cached is not None:
@@ -344,10 +372,22 @@ def _intensity(path: Path, root: Path, training: list[dict], others: list[dict],
         logger.info("computing foreground intensity percentiles of %d training cases", len(training))
         stats = foreground_percentiles(training, num_classes=num_classes)
         check_label_files(others, num_classes)
+        for item in others:
+            check_image_file(item["image"], "validation image")
         cached = {**expected, **stats}
         write_json_atomic(path, cached)
         logger.info("wrote foreground intensity %s: lower=%.2f upper=%.2f", path, cached["lower"], cached["upper"])
     return {"lower": float(cached["lower"]), "upper": float(cached["upper"])}
+
+
+def _stamps(items: Sequence[Mapping[str, Any]]) -> list[list[int]]:
+    """``[size, modification time in ns]`` of each image and label file, in order."""
+    stamps = []
+    for item in items:
+        for key in ("image", "label"):
+            stat = os.stat(item[key])
+            stamps.append([int(stat.st_size), int(stat.st_mtime_ns)])
+    return stamps
 
 
 def _reuse(path: Path, expected: Mapping[str, Any], required: Sequence[str]) -> dict | None:
@@ -458,7 +498,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as error:  # a data problem: show the message, not a traceback
-        raise SystemExit(f"error: {error}") from None
+    main()  # an input error ends the process with its message (dast_components.errors)

@@ -35,6 +35,8 @@ import numpy as np
 
 from dast_components.data.checks import (
     DataError,
+    check_finite,
+    check_intensity_window,
     check_label_values,
     load_image,
     load_label,
@@ -57,7 +59,8 @@ def foreground_percentiles(
 ) -> dict:
     """Percentiles of the image intensities over the foreground (``label > 0``) voxels of all given cases.
 
-    Every volume is read in full, so this is also where label values are checked (when ``num_classes`` is given).
+    Every volume is read in full, so this is also where label values are checked (when ``num_classes`` is given),
+    images are checked for NaN or infinite voxels, and an empty window (constant foreground) is refused.
 
     Args:
         items: datalist entries ``{"image": path, "label": path}``; image and label of a case must have one shape.
@@ -88,6 +91,7 @@ def foreground_percentiles(
         if num_classes is not None:
             check_label_values(label, num_classes, item["label"])
         image = load_image(item["image"])
+        check_finite(image, item["image"])
         if image.shape != label.shape:
             raise DataError(
                 f"label '{item['label']}' has shape {label.shape} but its image '{item['image']}' has shape "
@@ -105,6 +109,8 @@ def foreground_percentiles(
         raise DataError(f"none of the {len(items)} labels (first: '{items[0]['label']}') has foreground voxels (> 0).")
     values = np.concatenate(samples)
     low, high = np.percentile(values, [lower, upper])
+    check_intensity_window({"lower": low, "upper": high},
+                           f"the {len(items)} training case(s) (first: '{items[0]['image']}')")
     logger.info(
         "foreground intensity p%g=%.2f p%g=%.2f from %d voxels of %d cases",
         lower,
@@ -181,7 +187,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as error:  # a data problem: show the message, not a traceback
-        raise SystemExit(f"error: {error}") from None
+    main()  # an input error ends the process with its message (dast_components.errors)

@@ -37,6 +37,7 @@ import nibabel as nib
 import numpy as np
 
 from dast_components.data.checks import KITS19_IMAGE, KITS19_LABEL, atomic_path, write_json_atomic
+from dast_components.errors import InputError
 
 __all__ = ["LABEL_NAMES", "kits19_affine", "make_phantom", "msd_affine", "to_kits19_array", "write_dataset"]
 
@@ -68,9 +69,9 @@ def make_phantom(
     shape = _check_triple(shape, "shape", int)
     spacing = _check_triple(spacing, "spacing", float)
     if min(shape) < _MIN_SIZE:
-        raise ValueError(f"shape must be >= {_MIN_SIZE} voxels per axis to hold kidneys and a tumor, got {shape}.")
+        raise InputError(f"shape must be >= {_MIN_SIZE} voxels per axis to hold kidneys and a tumor, got {shape}.")
     if min(spacing) <= 0:
-        raise ValueError(f"spacing must be positive (mm), got {spacing}.")
+        raise InputError(f"spacing must be positive (mm), got {spacing}.")
     rng = np.random.default_rng(seed)
     # normalised voxel-centre coordinates in [-0.5, 0.5] per axis, broadcastable to `shape`
     x, y, z = np.meshgrid(*[(np.arange(n) + 0.5) / n - 0.5 for n in shape], indexing="ij", sparse=True)
@@ -205,9 +206,9 @@ def write_dataset(
         ``out_dir`` as a ``Path``.
     """
     if layout not in ("msd", "kits19"):
-        raise ValueError(f"layout must be 'msd' or 'kits19', got {layout!r}.")
+        raise InputError(f"layout must be 'msd' or 'kits19', got {layout!r}.")
     if int(num_cases) < 1:
-        raise ValueError(f"num_cases must be >= 1, got {num_cases}.")
+        raise InputError(f"num_cases must be >= 1, got {num_cases}.")
     out_dir = Path(out_dir)
     case_seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=int(num_cases))
     training = []
@@ -261,7 +262,7 @@ def _ellipsoid(
 def _check_triple(values: Sequence, name: str, kind: type) -> tuple:
     values = tuple(values)
     if len(values) != 3:
-        raise ValueError(f"{name} must have 3 values (H, W, D), got {values}.")
+        raise InputError(f"{name} must have 3 values (H, W, D), got {values}.")
     return tuple(kind(v) for v in values)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dast_components.errors import InputError, MissingFileError
 from dast_components.networks.cells import resolve_ops
 from dast_components.utils import atomic_write_text
 
@@ -88,11 +89,11 @@ class ArchCode:
             mat = getattr(self, key)
             if len(mat) != rows or any(len(r) != cols for r in mat):
                 shape = (len(mat), len(mat[0]) if mat else 0)
-                raise ValueError(f"{key} has shape {shape}, expected ({rows}, {cols}) for {self.num_blocks} blocks "
+                raise InputError(f"{key} has shape {shape}, expected ({rows}, {cols}) for {self.num_blocks} blocks "
                                  f"x {self.num_depths} depths.")
         bad = sorted({c for row in self.arch_code_c for c in row if not 0 <= c < len(self.ops)})
         if bad:
-            raise ValueError(f"arch_code_c holds op indices {bad}, but the op pool {list(self.ops)} has "
+            raise InputError(f"arch_code_c holds op indices {bad}, but the op pool {list(self.ops)} has "
                              f"{len(self.ops)} ops: the code was made for another op pool.")
 
     @property
@@ -147,7 +148,7 @@ class ArchCode:
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> ArchCode:
         missing = [k for k in ("ops", "node_a", "arch_code_a", "arch_code_c") if k not in data]
         if missing:
-            raise ValueError(f"architecture {source} lacks key(s) {missing}.")
+            raise InputError(f"architecture {source} lacks key(s) {missing}.")
         tr = data.get("transformer", {})
         node_a = np.asarray(data["node_a"])
         try:
@@ -168,7 +169,7 @@ class ArchCode:
                 provenance=dict(data.get("provenance", {})),
             )
         except ValueError as err:
-            raise ValueError(f"invalid architecture file {source}: {err}") from None
+            raise InputError(f"invalid architecture file {source}: {err}") from None
 
 
 def check_topology(arch: ArchCode) -> None:
@@ -184,12 +185,12 @@ def check_topology(arch: ArchCode) -> None:
         for p in range(paths):
             if arch.arch_code_a[b][p]:
                 if not arch.node_a[b][code2in[p]]:
-                    raise ValueError(f"block {b} path {p} reads inactive node (block {b}, depth {code2in[p]}).")
+                    raise InputError(f"block {b} path {p} reads inactive node (block {b}, depth {code2in[p]}).")
                 out[code2out[p]] = 1
         if out != list(arch.node_a[b + 1]):
-            raise ValueError(f"node_a row {b + 1} is {arch.node_a[b + 1]} but block {b}'s active paths give {out}.")
+            raise InputError(f"node_a row {b + 1} is {arch.node_a[b + 1]} but block {b}'s active paths give {out}.")
     if not any(arch.node_a[-1]):
-        raise ValueError("the architecture has no active output node.")
+        raise InputError("the architecture has no active output node.")
 
 
 def save_arch(path: str | os.PathLike, arch: Any, **provenance: Any) -> Path:
@@ -238,7 +239,7 @@ def _load_pt(path: Path) -> dict[str, Any]:
             with torch.serialization.safe_globals(safe):
                 return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001
-            raise ValueError(f"cannot read architecture file {path} with weights_only=True: {err}") from None
+            raise InputError(f"cannot read architecture file {path} with weights_only=True: {err}") from None
 
 
 def load_arch(
@@ -257,32 +258,33 @@ def load_arch(
         grid: if given, the transformer token grid the caller expects; a file with another grid is rejected.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: unreadable file, or one made for another op pool or grid.
+        FileNotFoundError: no such file (a :class:`~dast_components.errors.MissingFileError`).
+        ValueError: unreadable file, one made for another op pool or grid, or an inconsistent topology
+            (:func:`check_topology`); an :class:`~dast_components.errors.InputError`.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"architecture file {path} does not exist; run the dast_search bundle to make one.")
+        raise MissingFileError(f"architecture file {path} does not exist; run the dast_search bundle to make one.")
     expected = resolve_ops(ops) if ops is not None else None
     if path.suffix == ".json":
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"architecture file {path} is not valid JSON: {err}") from None
+            raise InputError(f"architecture file {path} is not valid JSON: {err}") from None
         arch = ArchCode.from_dict(data, source=str(path))
     else:
         data = _load_pt(path)
         if not isinstance(data, dict) or "arch_code_a" not in data:
-            raise ValueError(f"{path} is not a DiNTS architecture file (no 'arch_code_a' key).")
+            raise InputError(f"{path} is not a DiNTS architecture file (no 'arch_code_a' key).")
         pool = expected or resolve_ops("dints")
         code_c = np.asarray(data["arch_code_c"])
         if code_c.ndim == 3:  # one-hot (blocks, paths, ops)
             if code_c.shape[-1] != len(pool):
-                raise ValueError(f"{path} codes {code_c.shape[-1]} ops per path, but the requested op pool "
+                raise InputError(f"{path} codes {code_c.shape[-1]} ops per path, but the requested op pool "
                                  f"{list(pool)} has {len(pool)}.")
             code_c = code_c.argmax(-1)
         if code_c.size and int(code_c.max()) >= len(pool):
-            raise ValueError(f"{path} uses op index {int(code_c.max())}, outside the requested op pool {list(pool)} "
+            raise InputError(f"{path} uses op index {int(code_c.max())}, outside the requested op pool {list(pool)} "
                              f"of {len(pool)} ops.")
         node_a = np.asarray(data["node_a"])
         arch = ArchCode.from_dict(
@@ -298,9 +300,14 @@ def load_arch(
             source=str(path),
         )
     if expected is not None and arch.ops != expected:
-        raise ValueError(f"architecture file {path} was searched with op pool {list(arch.ops)}, but the config "
+        raise InputError(f"architecture file {path} was searched with op pool {list(arch.ops)}, but the config "
                          f"asks for {list(expected)}.")
     if grid is not None and "transformer" in arch.ops and int(grid) != arch.grid:
-        raise ValueError(f"architecture file {path} was searched with transformer grid {arch.grid}, but the "
+        raise InputError(f"architecture file {path} was searched with transformer grid {arch.grid}, but the "
                          f"config asks for grid {grid}.")
+    try:
+        check_topology(arch)
+    except InputError as err:
+        raise InputError(f"architecture file {path} is inconsistent: {err} Export it again with the dast_search "
+                         "bundle (or repair node_a / arch_code_a).") from None
     return arch

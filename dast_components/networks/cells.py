@@ -32,6 +32,7 @@ from monai.networks.blocks.dints_block import (
 from monai.networks.nets.dints import CellInterface
 from torch import nn
 
+from dast_components.errors import InputError
 from dast_components.networks.memory import op_saved_elements, preprocess_saved_elements
 from dast_components.networks.transformer import TransformerOp3D
 
@@ -57,14 +58,14 @@ def resolve_ops(ops: str | Sequence[str]) -> tuple[str, ...]:
     """
     if isinstance(ops, str):
         if ops not in OP_POOLS:
-            raise ValueError(f"unknown op pool {ops!r}; expected one of {sorted(OP_POOLS)} or a list of op names.")
+            raise InputError(f"unknown op pool {ops!r}; expected one of {sorted(OP_POOLS)} or a list of op names.")
         return OP_POOLS[ops]
     names = tuple(str(o) for o in ops)
     unknown = [o for o in names if o not in _KNOWN_OPS]
     if unknown or not names:
-        raise ValueError(f"unknown op name(s) {unknown or names}; known ops are {list(_KNOWN_OPS)}.")
+        raise InputError(f"unknown op name(s) {unknown or names}; known ops are {list(_KNOWN_OPS)}.")
     if len(set(names)) != len(names):
-        raise ValueError(f"op pool {list(names)} repeats an op.")
+        raise InputError(f"op pool {list(names)} repeats an op.")
     return names
 
 
@@ -105,7 +106,7 @@ def build_op(
             channels, channels, 3, padding=1, mode=_P3D_MODES[name], act_name=act_name, norm_name=norm_name
         )
     else:
-        raise ValueError(f"unknown op name {name!r}; known ops are {list(_KNOWN_OPS)}.")
+        raise InputError(f"unknown op name {name!r}; known ops are {list(_KNOWN_OPS)}.")
     op.ram_cost = op_saved_elements(name, channels, _REF_SIZE) / (channels * 16**3)
     return op
 

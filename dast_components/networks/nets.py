@@ -20,6 +20,7 @@ from monai.networks.nets import DiNTS
 from monai.networks.nets.dints import StemTS
 from torch import nn
 
+from dast_components.errors import InputError
 from dast_components.networks.arch_io import ArchCode, load_arch
 from dast_components.networks.search_space import DASTInstance
 
@@ -80,9 +81,9 @@ class DASTNet(DiNTS):
                 from dast_components.networks.cells import resolve_ops
 
                 if ops is not None and resolve_ops(ops) != code.ops:
-                    raise ValueError(f"architecture uses op pool {list(code.ops)}, config asks for {ops!r}.")
+                    raise InputError(f"architecture uses op pool {list(code.ops)}, config asks for {ops!r}.")
                 if grid is not None and "transformer" in code.ops and int(grid) != code.grid:
-                    raise ValueError(f"architecture uses transformer grid {code.grid}, config asks for {grid}.")
+                    raise InputError(f"architecture uses transformer grid {code.grid}, config asks for {grid}.")
         else:
             code = load_arch(arch, ops=ops, grid=grid)
         space = DASTInstance(code, channel_mul=channel_mul, dropout=dropout, act_name=act_name, norm_name=norm_name)

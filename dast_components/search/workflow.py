@@ -50,6 +50,7 @@ from monai.metrics import compute_dice
 from monai.networks.utils import one_hot
 from torch import nn
 
+from dast_components.errors import InputError
 from dast_components.networks.arch_io import save_arch
 from dast_components.networks.cells import resolve_ops
 from dast_components.search.budget import GIB, budget_to_lambda, cell_elements, cost_table, decode_within_budget
@@ -67,6 +68,8 @@ _ROW_KEYS = (
     "iteration", "phase", "lr", "loss", "arch_loss", "arch_total", "entropy_a", "entropy_c", "topology", "memory",
     "memory_ratio", "memory_lambda", "ramp", "seconds", "val_dice",
 )
+#: settings that may differ from the checkpoint's when resuming (the others stop the run, see _check_same_settings)
+_RESUMABLE_CHANGES = ("num_iterations",)
 _EXPORT_KEYS = ("est_memory_gib", "transformers", "budget_penalty")
 
 
@@ -107,30 +110,20 @@ def prepare_data(
 
     rank, world = _dist_info()
     if world == 1:
-        return _logged(_prepare)
+        return _prepare()
     result: dict | None = None
     failure: list[str | None] = [None]
     if rank == 0:
         try:
-            result = _logged(_prepare)
+            result = _prepare()
         except Exception as err:  # noqa: BLE001  re-raised below after telling the other ranks
             failure[0] = f"{type(err).__name__}: {err}"
             dist.broadcast_object_list(failure, src=0)
             raise
     dist.broadcast_object_list(failure, src=0)
     if failure[0] is not None:
-        raise ValueError(f"rank 0 could not prepare the search data: {failure[0]}")
+        raise InputError(f"rank 0 could not prepare the search data: {failure[0]}")
     return result if result is not None else _prepare()
-
-
-def _logged(fn: Callable[[], Any]) -> Any:
-    """Call ``fn``; log a ``ValueError`` before re-raising it, so the cause heads the output even when the bundle
-    parser wraps it into ``RuntimeError: Failed to evaluate ConfigExpression``."""
-    try:
-        return fn()
-    except ValueError as err:
-        logger.error("%s", err)
-        raise
 
 
 def check_patch_size(patch_size: Sequence[int], stride: int, name: str = "patch_size") -> list[int]:
@@ -146,10 +139,10 @@ def check_patch_size(patch_size: Sequence[int], stride: int, name: str = "patch_
     try:
         sizes = [int(s) for s in patch_size]
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a list of 3 integers, got {patch_size!r}.") from None
+        raise InputError(f"{name} must be a list of 3 integers, got {patch_size!r}.") from None
     if len(sizes) != 3 or any(s < stride or s % stride for s in sizes):
         near = [max(stride, round(s / stride) * stride) for s in sizes] if len(sizes) == 3 else [stride] * 3
-        raise ValueError(
+        raise InputError(
             f"{name} {list(patch_size)} must be 3 positive multiples of {stride} (2 ** (num_depths + 1) with the "
             f"DiNTS stem downsampling), e.g. {near}."
         )
@@ -180,8 +173,7 @@ def check_search_settings(
     Raises:
         ValueError: naming the setting, its value and what is expected.
     """
-    _logged(lambda: _check_settings(patch_size, train_patch_size, num_depths, ops, num_iterations,
-                                     warmup_iterations, use_downsample))
+    _check_settings(patch_size, train_patch_size, num_depths, ops, num_iterations, warmup_iterations, use_downsample)
 
 
 def _check_settings(
@@ -195,15 +187,15 @@ def _check_settings(
 ) -> None:
     resolve_ops(ops)
     if int(num_depths) < 1:
-        raise ValueError(f"num_depths must be >= 1, got {num_depths}.")
+        raise InputError(f"num_depths must be >= 1, got {num_depths}.")
     stride = 2 ** (int(num_depths) + int(use_downsample))
     check_patch_size(patch_size, stride, "patch_size")
     check_patch_size(train_patch_size, stride, "train_patch_size")
     if num_iterations is not None and int(num_iterations) < 1:
-        raise ValueError(f"num_iterations must be >= 1, got {num_iterations}.")
+        raise InputError(f"num_iterations must be >= 1, got {num_iterations}.")
     if warmup_iterations is not None and num_iterations is not None:
         if not 0 <= int(warmup_iterations) < int(num_iterations):
-            raise ValueError(f"warmup_iterations must be in [0, num_iterations={num_iterations}), got "
+            raise InputError(f"warmup_iterations must be in [0, num_iterations={num_iterations}), got "
                              f"{warmup_iterations}: the search needs at least one architecture step.")
 
 
@@ -219,13 +211,28 @@ def _cycle(loader: Any) -> Iterator[Any]:
             empty = False
             yield batch
         if empty:
-            raise ValueError("a search data loader yields no batch: its datalist is empty or smaller than one batch.")
+            raise InputError("a search data loader yields no batch: its datalist is empty or smaller than one batch.")
         epoch += 1
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     with atomic_path(path) as tmp:
         write(str(tmp))
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "c": [{"lr": 2}]}`` -> ``{"a.b": 1, "c[0].lr": 2}`` (tuples compared as lists)."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (Mapping, list, tuple)) for v in value):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(_flatten(v, f"{prefix}[{i}]"))
+        return out
+    return {prefix: list(value) if isinstance(value, tuple) else value}
 
 
 def _fmt_time(seconds: float) -> str:
@@ -266,7 +273,8 @@ class SearchWorkflow:
         ckpt_dir: folder of ``arch_code.json``.
         output_dir: folder of the checkpoint, metrics and tensorboard logs.
         lr_scheduler: optional scheduler of ``optimizer``, stepped every iteration.
-        resume: continue from ``{output_dir}/search_checkpoint.pt`` if it exists.
+        resume: continue from ``{output_dir}/search_checkpoint.pt`` if it exists; settings that differ from the
+            checkpoint's stop the run with the list of differences (a resumed search is the same search).
         entropy_weight: weight of the two entropy terms.
         topology_weight: weight of the topology entropy.
         memory_weight: weight of the memory term.
@@ -322,28 +330,28 @@ class SearchWorkflow:
             raise TypeError("network must be a DiNTS built on a dast_components.networks.DASTSearchSpace.")
         self.num_iterations = int(num_iterations)
         if self.num_iterations < 1:
-            raise ValueError(f"num_iterations must be >= 1, got {num_iterations}.")
+            raise InputError(f"num_iterations must be >= 1, got {num_iterations}.")
         warmup = self.num_iterations // 2 if warmup_iterations is None else int(warmup_iterations)
         if not 0 <= warmup < self.num_iterations:
-            raise ValueError(f"warmup_iterations must be in [0, num_iterations={self.num_iterations}), got {warmup}: "
+            raise InputError(f"warmup_iterations must be in [0, num_iterations={self.num_iterations}), got {warmup}: "
                              "the search needs at least one architecture step.")
         self.warmup_iterations = warmup
         if int(val_interval) < 1:
-            raise ValueError(f"val_interval must be >= 1, got {val_interval}.")
+            raise InputError(f"val_interval must be >= 1, got {val_interval}.")
         self.val_interval = int(val_interval)
         self.patch_size = check_patch_size(patch_size, self.space.stride, "patch_size") if patch_size else None
         self.train_patch_size = check_patch_size(
             train_patch_size or patch_size or [self.space.stride] * 3, self.space.stride, "train_patch_size"
         )
         if memory_budget_gib is not None and float(memory_budget_gib) <= 0:
-            raise ValueError(f"memory_budget_gib must be a positive number of GiB or null, got {memory_budget_gib}.")
+            raise InputError(f"memory_budget_gib must be a positive number of GiB or null, got {memory_budget_gib}.")
         self.memory_budget_gib = None if memory_budget_gib is None else float(memory_budget_gib)
         if self.memory_budget_gib is not None and memory_loss is None:
-            raise ValueError("memory_budget_gib needs a memory_loss to steer the search towards it.")
+            raise InputError("memory_budget_gib needs a memory_loss to steer the search towards it.")
         self.train_batch_size = int(train_batch_size)
         self.arch_channel_mul = None if arch_channel_mul is None else float(arch_channel_mul)
         if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}.")
+            raise InputError(f"num_classes must be >= 2 (background included), got {num_classes}.")
         self.num_classes = int(num_classes)
         self.device = torch.device(device) if device is not None else arch_parameters(network)[0].device
         self.amp = bool(amp) and self.device.type == "cuda"
@@ -352,7 +360,7 @@ class SearchWorkflow:
         self.train_loader, self.arch_loader, self.val_loader = train_loader, arch_loader, val_loader
         self.inferer = inferer
         if val_loader is not None and inferer is None:
-            raise ValueError("val_loader needs an inferer (e.g. monai.inferers.SlidingWindowInferer).")
+            raise InputError("val_loader needs an inferer (e.g. monai.inferers.SlidingWindowInferer).")
         self.loss_function = loss_function
         self.optimizer, self.arch_optimizer, self.lr_scheduler = optimizer, arch_optimizer, lr_scheduler
         self.memory_loss = memory_loss
@@ -414,6 +422,7 @@ class SearchWorkflow:
         rank, world = _dist_info()
         self.is_main = rank == 0
         self.world = world
+        self._settings = self.description()
         self._config_hash = self.config_hash()
         self.engine = self._build_engine()
         start = self._load_checkpoint() if self.resume else self._fresh_start()
@@ -746,6 +755,7 @@ class SearchWorkflow:
             "best_val_dice": float(self.best["val_dice"]),
             "best_iteration": int(self.best["iteration"]),
             "structure": self.structure(),
+            "settings": self._settings,
             "config_hash": self._config_hash,
         }
 
@@ -773,8 +783,9 @@ class SearchWorkflow:
         diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
         if diff:
             detail = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(f"cannot resume from {path}: its search space differs ({detail}). Use another "
+            raise InputError(f"cannot resume from {path}: its search space differs ({detail}). Use another "
                              "output_dir or set resume to false to start over.")
+        self._check_same_settings(path, state)
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.arch_optimizer.load_state_dict(state["arch_optimizer"])
@@ -788,8 +799,32 @@ class SearchWorkflow:
                      "iteration": int(state.get("best_iteration", 0))}
         done = int(state["iteration"])
         self.rows = self._read_metrics(done)
-        if state.get("config_hash") != self._config_hash:
-            self._info("resuming with changed settings (config hash %s -> %s)", state.get("config_hash"),
-                       self._config_hash)
         return done
+
+    def _check_same_settings(self, path: Path, state: Mapping[str, Any]) -> None:
+        """Resuming continues the *same* search: stop, listing them, when the settings differ from the checkpoint's.
+
+        The settings are those of :meth:`description` (learning rates, memory lambda and budget, loss weights,
+        warm-up, patch and batch sizes, seed) as configured when the search started; values the search adapts
+        itself (the learning-rate schedule, lambda under a budget) are restored from the checkpoint. Only
+        ``num_iterations`` may change, so that a search can be extended.
+        """
+        theirs = state.get("settings")
+        how = ("Resume with the settings the search was started with, or start a new search with --resume false "
+               "(or another --output_dir).")
+        if not isinstance(theirs, Mapping):
+            if state.get("config_hash") != self._config_hash:
+                raise InputError(f"cannot resume from {path}: it was written with other settings (config hash "
+                                 f"{state.get('config_hash')}, now {self._config_hash}) and does not record which. "
+                                 + how)
+            return
+        old, new = _flatten(theirs), _flatten(self._settings)
+        if old.get("num_iterations") != new.get("num_iterations"):
+            self._info("resuming with num_iterations %s -> %s (the learning-rate milestones stay the checkpoint's)",
+                       old.get("num_iterations"), new.get("num_iterations"))
+        diff = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                if k not in _RESUMABLE_CHANGES and old.get(k) != new.get(k)]
+        if diff:
+            raise InputError(f"cannot resume from {path}: settings differ from the checkpoint's (checkpoint -> now): "
+                             + "; ".join(diff) + ". " + how)
 

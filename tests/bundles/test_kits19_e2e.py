@@ -61,6 +61,7 @@ def _common(trained: dict) -> list[str]:
 def test_quick_training_writes_weights_and_log(trained: dict) -> None:
     models = trained["bundle"] / "models"
     assert sorted(p.name for p in models.glob("*.pt")) == ["model.pt", "model_fold0.pt"]
+    assert not [p.name for p in models.iterdir() if ".tmp" in p.name], "temporary files left beside the weights"
     ckpt = torch.load(models / "model.pt", weights_only=True)
     assert set(ckpt) == {"model", "bundle"}
     window = ckpt["bundle"]["intensity"]
