@@ -134,13 +134,13 @@ def stem_saved_elements(
             total += channels[d + 1] * v_d / 8.0  # strided conv -> norm input
         if d > deepest:
             continue
-        # output stem at this depth: relu (input res) + conv output, then upsample (saves nothing)
+        # output stem at this depth: relu (input res) + conv output, then upsample (saves nothing); the add of the
+        # deeper output stem into this one's input keeps nothing for backward
         total += (channels[d + 1] + channels[d]) * v_d / 8.0
-        total += channels[d] * v_d / 8.0  # the add of the deeper output stem into this one's input
     # final head at full resolution: relu output, conv output, norm output (read by the 1x1 conv)
     total += 3.0 * channels[0] * full
-    # logits, softmax/log-softmax and one-hot target of Dice + CE
-    total += 4.0 * num_classes * full
+    # softmax, log-softmax and one-hot target of Dice + CE (measured 3 * classes - 1 without background)
+    total += 3.0 * num_classes * full
     return total
 
 
@@ -197,7 +197,7 @@ def estimate_memory(
     Estimated peak training memory (bytes) of a decoded architecture.
 
     Sum of: activations kept for backward (stems, active cells with their connection blocks, head and loss) times the
-    batch; a backward working set of two copies of the largest full-resolution activation; parameters, their
+    batch; a backward working set of three copies of the largest full-resolution activation; parameters, their
     gradients and ``optimizer_states`` optimiser buffers (1 for SGD with momentum, 2 for Adam).
 
     Args:
@@ -233,7 +233,9 @@ def estimate_memory(
     stems = stem_saved_elements(
         channels, patch_size, arch.num_depths, num_classes, in_channels, arch.node_a[0], arch.node_a[-1]
     )
-    workspace = 2.0 * channels[0] * _volume(patch_size)
+    # the peak lies above the end of the forward pass by about three full-resolution copies of the first depth's
+    # channels (backward of the head and loss; measured 2.4-2.9 on CPU), see benchmarks/README.md
+    workspace = 3.0 * channels[0] * _volume(patch_size)
     activations = (cells + stems + workspace) * batch_size
     if num_parameters is None:
         num_parameters = _parameter_count(arch, in_channels, num_classes)

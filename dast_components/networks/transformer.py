@@ -22,9 +22,8 @@ from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from monai.networks.layers.utils import get_norm_layer
+from torch import nn
 
 __all__ = [
     "MultiHeadAttention",
@@ -509,10 +508,15 @@ class TransformerOp3D(nn.Module):
         return adaptive_average_pool3d(x, size)
 
     def _encode_decode(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[int]]:
-        """Projector, encoder and decoder. Returns decoder tokens ``(B, T, C)`` and the token grid ``[t_h, t_w, t_d]``."""
+        """Projector, encoder and decoder.
+
+        Returns:
+            decoder tokens ``(B, T, C)`` and the token grid ``[t_h, t_w, t_d]``.
+        """
         batch = x.shape[0]
         tokens_size = self.grid_size([x.shape[2], x.shape[3], x.shape[4]], self.grid)
-        y = torch.cat([self._pool(x, tokens_size), self._pool(self.pos_embed, tokens_size).expand(batch, -1, -1, -1, -1)], 1)
+        position = self._pool(self.pos_embed, tokens_size).expand(batch, -1, -1, -1, -1)
+        y = torch.cat([self._pool(x, tokens_size), position], 1)
         tokens = self.projector_norm(self.projector(y.flatten(2).transpose(1, 2)))
         for layer in self.encoder_layers:
             tokens = layer(tokens)
@@ -529,7 +533,9 @@ class TransformerOp3D(nn.Module):
 
     def _reverse_project(self, tokens: torch.Tensor, tokens_size: List[int], spatial_size: List[int]) -> torch.Tensor:
         """``(B, T, C)`` tokens on the grid ``tokens_size`` -> ``(B, C, H, W, D)``."""
-        y = tokens.transpose(1, 2).reshape(tokens.shape[0], self.in_channels, tokens_size[0], tokens_size[1], tokens_size[2])
+        y = tokens.transpose(1, 2).reshape(
+            tokens.shape[0], self.in_channels, tokens_size[0], tokens_size[1], tokens_size[2]
+        )
         y = self.reverse_projector(y)
         if tokens_size != spatial_size:
             y = F.interpolate(y, size=spatial_size, mode="trilinear", align_corners=False)
@@ -589,7 +595,7 @@ class TransformerOp3D(nn.Module):
         (``t = min(grid, size)`` per axis), ``K`` keys (``min(key_grid, size)`` per axis), ``V = H W D``,
         ``n = num_layers``, FFN width ``F`` and ``h`` heads::
 
-            T * ((8 + 22 n) C + 4 n F + 9 + 10 n + (3 n + 1) h)     # N = 8 + 22 n + 4 n F / C = 46 for n = 1, F = 2C
+            T * ((8 + 22 n) C + 4 n F + 9 + 10 n + (3 n + 1) h)     # N = 8 + 22 n + 4 n F / C: 38 for n = 1, F = 2C
             + K * (4 C + 2)                                          # pooled keys, their LayerNorm, k and v
             + V * C + 3 C                                            # output norm input and its statistics
 

@@ -1,0 +1,93 @@
+# Copyright (c) DAST bundles contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Every figure the README's results table quotes is in the results file that row cites.
+
+A row of the table is ``| what | value | source |``. The source names one or more committed files (results written
+by a benchmark or a search, e.g. ``benchmarks/results/search_step_cpu.md``) or says "paper". Each number of the
+value cell must appear in one of the cited files, at the precision the README prints it (``22.9`` matches
+``22.868``; ``0.80x`` matches ``0.8``). The markdown results files are written by the same run as their JSON; the
+test also regenerates them from the JSON where the benchmark module can, so a hand edit of either shows up.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+__all__: list[str] = []
+
+ROOT = Path(__file__).resolve().parents[1]
+FILE_RE = re.compile(r"(?:benchmarks/results|bundles/[\w/]+)/[\w.]+\.(?:md|json)")
+NUMBER_RE = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
+
+
+def _results_rows(readme: str) -> list[tuple[str, str, str]]:
+    section = readme.split("\n## Results", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0] not in ("what", "---") and not set(cells[0]) <= {"-"}:
+            rows.append((cells[0], cells[1], cells[2]))
+    return rows
+
+
+def _numbers(text: str) -> list[str]:
+    return [n.replace(",", "") for n in NUMBER_RE.findall(text)]
+
+
+def _matches(quoted: str, candidates: list[str]) -> bool:
+    decimals = len(quoted.split(".")[1]) if "." in quoted else 0
+    target = float(quoted)
+    for c in candidates:
+        value = float(c)
+        if round(value, decimals) == target or (decimals == 0 and round(value) == target):
+            return True
+    return False
+
+
+README_ROWS = _results_rows((ROOT / "README.md").read_text())
+
+
+def test_the_results_table_is_found():
+    assert len(README_ROWS) >= 5
+
+
+@pytest.mark.parametrize("what, value, source", README_ROWS, ids=[r[0][:40] for r in README_ROWS])
+def test_each_quoted_figure_is_in_its_results_file(what, value, source):
+    files = FILE_RE.findall(source)
+    if not files:
+        assert "paper" in source.lower(), f"row {what!r} cites no results file and is not a paper figure: {source!r}"
+        return
+    candidates: list[str] = []
+    for name in files:
+        path = ROOT / name
+        assert path.is_file(), f"row {what!r} cites {name}, which does not exist"
+        candidates += _numbers(path.read_text())
+    missing = [n for n in _numbers(value) if not _matches(n, candidates)]
+    assert not missing, f"row {what!r}: {missing} not found in {files}"
+
+
+@pytest.mark.parametrize("name", ["search_step", "memory_estimate"])
+def test_markdown_results_are_the_json_results(name):
+    """The committed markdown tables are what the benchmark writes from the committed JSON."""
+    import importlib
+
+    module = importlib.import_module(f"benchmarks.{name}")
+    payload = json.loads((ROOT / "benchmarks" / "results" / f"{name}_cpu.json").read_text())
+    md = (ROOT / "benchmarks" / "results" / f"{name}_cpu.md").read_text()
+    if name == "search_step":
+        body = module._markdown(payload)
+    else:
+        body = module._markdown(payload["architectures"], payload["summary"], payload["settings"])
+    assert body.strip() in md
