@@ -35,10 +35,19 @@ from pathlib import Path
 from typing import Any
 
 from dast_components.networks.arch_io import ArchCode, load_arch
-from dast_components.networks.memory import estimate_memory
+from dast_components.networks.memory import estimate_memory, filter_nums, op_saved_elements
 from dast_components.utils import atomic_write_text
 
-__all__ = ["depth_counts", "final_memory_ratio", "format_table", "main", "search_command", "summarise"]
+__all__ = [
+    "cost_by_depth",
+    "depth_counts",
+    "final_memory_ratio",
+    "format_cost_table",
+    "format_table",
+    "main",
+    "search_command",
+    "summarise",
+]
 
 _GIB = float(1024**3)
 
@@ -100,6 +109,35 @@ def summarise(arch: ArchCode, memory_lambda: float, seconds: float, ratio: float
         "val_dice": prov.get("val_dice"),
         "seconds": seconds,
     }
+
+
+def cost_by_depth(arch: ArchCode, patch_size: Sequence[int]) -> list[dict[str, Any]]:
+    """Memory one 3x3x3 conv and one transformer keep for backward at each depth, per batch item (MiB, float32).
+
+    This is the relation the memory term acts on: where a transformer costs less than the conv it replaces, a
+    tighter budget favours it there; where it costs more, a tighter budget pushes it out.
+    """
+    channels = filter_nums(arch.channel_mul, arch.num_depths)
+    shift = int(arch.use_downsample)
+    rows = []
+    for d in range(arch.num_depths):
+        size = [int(s) // 2 ** (d + shift) for s in patch_size]
+        c = channels[d + shift]
+        conv = op_saved_elements("conv_3x3x3", c, size) * 4 / 2**20
+        transformer = op_saved_elements("transformer", c, size, arch.transformer_kwargs()) * 4 / 2**20
+        rows.append({"depth": d, "size": size, "channels": c, "conv_mib": conv, "transformer_mib": transformer,
+                     "ratio": transformer / conv})
+    return rows
+
+
+def format_cost_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of :func:`cost_by_depth` rows."""
+    lines = ["| depth | feature map | channels | conv 3x3x3 MiB | transformer MiB | transformer / conv |",
+             "|" + " --- |" * 6]
+    for r in rows:
+        lines.append(f"| {r['depth']} | {'x'.join(map(str, r['size']))} | {r['channels']} | {r['conv_mib']:.3f} | "
+                     f"{r['transformer_mib']:.3f} | {r['ratio']:.2f} |")
+    return "\n".join(lines)
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -175,6 +213,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             "resolution.\n\n"
             f"{table}\n"
         )
+        if rows:
+            last = load_arch(out / f"lambda_{args.lambdas[-1]:g}" / "models" / "arch_code.json")
+            text += (
+                f"\nSaved-for-backward memory of one op per batch item at the training patch {rows[-1]['patch']} and "
+                f"width {last.channel_mul} (`dast_components.search.sweep.cost_by_depth`): the memory term trades "
+                "these against each other, so it pushes transformers towards the depths where they are cheaper "
+                "than the conv they replace.\n\n"
+                f"{format_cost_table(cost_by_depth(last, rows[-1]['patch']))}\n"
+            )
         atomic_write_text(report, text)
     return rows
 

@@ -64,3 +64,20 @@ def test_command_passes_lambda_and_overrides():
 def test_bad_bundle_folder(tmp_path):
     with pytest.raises(SystemExit, match="no configs"):
         main([str(tmp_path), "--out", str(tmp_path / "o"), "--bundle", str(tmp_path)])
+
+
+def test_cost_by_depth_transformer_cheaper_than_conv_at_high_resolution_only():
+    """The cost relation the memory term acts on (paper setting: 12 x 4 grid, width 1.0, grid 8, 160^3): a
+    transformer keeps one output-sized tensor plus a token part that does not grow with the feature map, a 3x3x3 conv
+    keeps two output-sized tensors. So the transformer is the cheaper op at the highest resolution and by far the
+    costlier one at the lowest, and the ratio grows monotonically with depth."""
+    from dast_components.networks import random_arch
+    from dast_components.search.sweep import cost_by_depth, format_cost_table
+
+    arch = random_arch(12, 4, "dast", seed=0, channel_mul=1.0, grid=8)
+    rows = cost_by_depth(arch, [160, 160, 160])
+    ratios = [r["ratio"] for r in rows]
+    assert ratios[0] < 1.0 < ratios[-1]
+    assert ratios == sorted(ratios)
+    assert [r["size"] for r in rows] == [[80] * 3, [40] * 3, [20] * 3, [10] * 3]
+    assert "transformer / conv" in format_cost_table(rows)
