@@ -26,6 +26,7 @@ from dast_components.data import prepare_kits19_data
 from dast_components.data.synthetic import write_dataset
 from dast_components.training import (
     CheckpointRecord,
+    IterationValidation,
     TrainingLog,
     cache_memory_rate,
     check_patch_size,
@@ -71,6 +72,28 @@ def test_handlers_for_rank(tmp_path: Path) -> None:
     assert len(handlers_for_rank(handlers, rank=0)) == 4
     assert [type(h).__name__ for h in handlers_for_rank(handlers, rank=1)] == ["CheckpointLoader"]
     assert handlers_for_rank(None) == []
+
+
+@pytest.mark.parametrize(
+    "batches, epochs, interval, expected",
+    [
+        ([0], 30, 15, [15, 30]),  # one training case: an epoch is one iteration
+        ([0] * 84, 1, 40, [40, 80, 84]),  # 168 cases at batch 2; the last iteration always validates
+        ([0] * 3, 2, 4, [4, 6]),
+    ],
+)
+def test_iteration_validation_counts_iterations(batches: list, epochs: int, interval: int, expected: list) -> None:
+    from monai.engines import Evaluator
+
+    seen: list[int] = []
+    trainer = Engine(lambda e, b: None)
+    evaluator = Evaluator(device="cpu", val_data_loader=[0], iteration_update=lambda e, b: seen.append(
+        trainer.state.iteration))
+    IterationValidation(interval=interval, validator=evaluator).attach(trainer)
+    trainer.run(batches, max_epochs=epochs)
+    assert seen == expected
+    with pytest.raises(ValueError, match="val_interval"):
+        IterationValidation(interval=0, validator=evaluator)
 
 
 def test_training_log(tmp_path: Path) -> None:
