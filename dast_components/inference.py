@@ -135,8 +135,7 @@ def read_intensity(path: str | os.PathLike) -> dict[str, float]:
     if not isinstance(window, Mapping) or not {"lower", "upper"} <= set(window):
         raise InputError(
             f"{path} does not record the intensity window it was trained with; pass it explicitly, e.g. "
-            "--intensity \"{'lower': -50.0, 'upper': 250.0}\" (the 5th/95th foreground percentiles of its "
-            "training set)."
+            "--intensity \"[-50, 250]\" (lower and upper in HU: the window used in training)."
         )
     lower, upper = float(window["lower"]), float(window["upper"])
     if not upper > lower:

@@ -279,13 +279,14 @@ def training_intensity(
                          "outside the bundle's split.")
     digest = hashlib.sha256(json.dumps(wanted).encode()).hexdigest()[:16]
     path = Path(output_dir) / f"dast_intensity_{digest}.json"
-    if path.is_file():
-        cached = json.loads(path.read_text())
+    if path.is_file() and "classes" in (cached := json.loads(path.read_text())):
         logger.info("reusing intensity window %s", path)
-        return {"lower": float(cached["lower"]), "upper": float(cached["upper"])}
-    stats = data.foreground_percentiles(list(items), num_classes=num_classes)
-    write_json_atomic(path, {"cases": [list(p) for p in wanted], **stats})
-    return {"lower": float(stats["lower"]), "upper": float(stats["upper"])}
+    else:
+        stats = data.foreground_percentiles(list(items), num_classes=num_classes)
+        cached = {"cases": [list(p) for p in wanted], **stats}
+        write_json_atomic(path, cached)
+    data.warn_uncovered_classes(cached, source=str(path))
+    return {"lower": float(cached["lower"]), "upper": float(cached["upper"])}
 
 
 class CheckpointRecord:

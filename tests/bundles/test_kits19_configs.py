@@ -158,3 +158,19 @@ def test_metadata_against_project_schema() -> None:
     broken.pop("required_packages_version")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
+
+
+@pytest.mark.parametrize("configs", [["train"], ["train", "evaluate"], ["inference"]])
+def test_intensity_override_is_one_pair_everywhere(workspace: dict[str, str], configs: list[str]) -> None:
+    """``--intensity "[lower, upper]"`` sets the window of training, evaluation and inference alike."""
+    parser = ConfigParser()
+    parser.read_config([config_path(c) for c in configs])
+    parser.update({**workspace, "device": "cpu", "intensity": [-100, 300]})
+    if configs == ["train"]:
+        scale = parser.get_parsed_content("train#deterministic_transforms")[4]
+        assert (scale.scaler.a_min, scale.scaler.a_max) == (-100.0, 300.0)
+        assert parser.get_parsed_content("checkpoint_record").values["intensity"] == {"lower": -100.0, "upper": 300.0}
+    else:
+        key = "validate#preprocessing" if "evaluate" in configs else "preprocessing"
+        scale = parser.get_parsed_content(key).transforms[4]
+        assert scale.window() == {"lower": -100.0, "upper": 300.0}
