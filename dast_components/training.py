@@ -124,7 +124,7 @@ class IterationValidation(ValidationHandler):
 
     def __init__(self, interval: int, validator: Any = None) -> None:
         if int(interval) < 1:
-            raise ValueError(f"val_interval must be >= 1 (training iterations between validations), got {interval}.")
+            raise InputError(f"val_interval must be >= 1 (training iterations between validations), got {interval}.")
         super().__init__(interval=int(interval), validator=validator, epoch_level=False)
 
     def due(self, engine: Any, iteration: int) -> bool:

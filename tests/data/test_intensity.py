@@ -168,5 +168,6 @@ def test_as_window():
     assert as_window(None) is None
     with pytest.raises(ValueError, match="must be \\[lower, upper\\]"):
         as_window([1, 2, 3])
-    with pytest.raises(ValueError, match="empty"):
-        as_window([5, 5])
+    for bad in ([5, 5], [float("nan"), 1.0]):
+        with pytest.raises(ValueError, match="finite with upper greater than lower"):
+            as_window(bad)
