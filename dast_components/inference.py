@@ -33,6 +33,7 @@ from dast_components.errors import InputError, MissingFileError
 
 __all__ = [
     "FoldEnsemble",
+    "how_to_get_weights",
     "inference_items",
     "kits19_prediction_name",
     "load_network",
@@ -42,16 +43,50 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_HOW_TO_GET_WEIGHTS = (
-    "Train it with `python -m monai.bundle run training --config_file {root}/configs/train.json "
-    "--bundle_root {root} --dataset_dir /path/to/kits19/data --fold K` (fold 0 also writes models/model.pt; "
-    "fold K writes models/model_foldK.pt), or download the released bundle (see {root}/docs/README.md), "
-    "or point --ckpt_path at an existing weight file."
-)
+_BUNDLE_NAME = "dast_kits19_seg"
 
 
-def _bundle_root(path: Path) -> str:
-    return str(path.parent.parent) if path.parent.name == "models" else "bundles/dast_kits19_seg"
+def _train_config(root: Path | None) -> Path | None:
+    """An existing ``configs/train.json`` to name in messages: the bundle root's own, else the repository's bundle."""
+    candidates = [root / "configs" / "train.json"] if root is not None else []
+    candidates.append(Path(__file__).resolve().parents[1] / "bundles" / _BUNDLE_NAME / "configs" / "train.json")
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def how_to_get_weights(path: str | os.PathLike) -> str:
+    """What to do about a missing weight file ``path``: the command that writes it, with paths that exist.
+
+    ``bundle_root`` is the folder above ``models/``; it is often an output folder without ``configs/``, so the
+    training command names this bundle's ``configs/train.json`` where it exists (the bundle root's, else the one of
+    the repository the package was installed from). When ``path`` is ``models/model.pt`` and only other folds were
+    trained, the message says which ``--fold`` to pass instead.
+
+    Args:
+        path: the missing weight file.
+
+    Returns:
+        one or more sentences, each ending with a full stop.
+    """
+    path = Path(path).absolute()
+    root = path.parent.parent if path.parent.name == "models" else None
+    hints = []
+    folds = sorted(path.parent.glob("model_fold*.pt")) if path.parent.is_dir() else []
+    if path.name == "model.pt" and folds:
+        ks = [m.stem[len("model_fold"):] for m in folds]
+        hints.append(f"Found {', '.join(str(m) for m in folds)}: pass --fold {ks[0]} to use "
+                     f"{folds[0].name}" + (" (--ensemble true averages all folds)." if len(folds) > 1 else "."))
+    config = _train_config(root)
+    bundle_root = str(root) if root is not None else "FOLDER (weights go to FOLDER/models/)"
+    config_file = str(config) if config is not None else f"<the {_BUNDLE_NAME} bundle>/configs/train.json"
+    command = (f"python -m monai.bundle run training --config_file {config_file} --bundle_root {bundle_root} "
+               "--dataset_dir /path/to/kits19/data --fold K")
+    hints.append(f"Train it with `{command}` (fold K writes models/model_foldK.pt, fold 0 also models/model.pt; "
+                 "inference takes --fold K).")
+    docs = [d for d in ((root / "docs" / "README.md") if root else None,
+                        config.parent.parent / "docs" / "README.md" if config else None) if d and d.is_file()]
+    where = f" (see {docs[0]})" if docs else ""
+    hints.append(f"Or download the released bundle{where}, or point --ckpt_path at an existing weight file.")
+    return " ".join(hints)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -70,7 +105,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(
-            f"no trained weights at {path}. " + _HOW_TO_GET_WEIGHTS.format(root=_bundle_root(path.absolute()))
+            f"no trained weights at {path}. " + how_to_get_weights(path)
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -100,8 +135,7 @@ def read_intensity(path: str | os.PathLike) -> dict[str, float]:
     if not isinstance(window, Mapping) or not {"lower", "upper"} <= set(window):
         raise InputError(
             f"{path} does not record the intensity window it was trained with; pass it explicitly, e.g. "
-            "--intensity \"{'lower': -50.0, 'upper': 250.0}\" (the 5th/95th foreground percentiles of its "
-            "training set)."
+            "--intensity \"[-50, 250]\" (lower and upper in HU: the window used in training)."
         )
     lower, upper = float(window["lower"]), float(window["upper"])
     if not upper > lower:
@@ -206,8 +240,7 @@ def load_network(
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
         raise MissingFileError(
-            f"no trained weights at {', '.join(missing)}. "
-            + _HOW_TO_GET_WEIGHTS.format(root=_bundle_root(Path(missing[0]).absolute()))
+            f"no trained weights at {', '.join(missing)}. " + how_to_get_weights(missing[0])
         )
     if len(paths) == 1:
         _load_weights(network_def, paths[0])

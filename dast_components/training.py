@@ -12,6 +12,8 @@
 
 - :func:`epochs_for_iterations`: the paper counts training in iterations; MONAI trainers (and MONAI Label, which
   overrides ``train#trainer#max_epochs``) count epochs.
+- :class:`IterationValidation`: validation every ``val_interval`` **iterations** and after the last one, so the
+  schedule reads the same whatever the size of the training list (and the same as in the search bundle).
 - :func:`training_intensity`: the intensity window of whatever training list the workflow got: the cached
   fold statistics of ``prepare_kits19_data`` for the bundle's own split, or percentiles of a list passed in from
   outside (MONAI Label replaces ``train#dataset#data``).
@@ -43,6 +45,8 @@ import torch.distributed as dist
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver
 
+from monai.handlers import ValidationHandler
+
 from dast_components.data.checks import atomic_path, write_json_atomic
 from dast_components.errors import InputError
 
@@ -50,6 +54,7 @@ __all__ = [
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
     "CheckpointRecord",
+    "IterationValidation",
     "TrainingLog",
     "cache_memory_rate",
     "check_patch_size",
@@ -95,6 +100,43 @@ def epochs_for_iterations(num_iterations: int, iterations_per_epoch: int) -> int
     epochs = math.ceil(int(num_iterations) / int(iterations_per_epoch))
     logger.info("%d iterations at %d iterations per epoch -> %d epochs", num_iterations, iterations_per_epoch, epochs)
     return epochs
+
+
+class IterationValidation(ValidationHandler):
+    """Run the validator every ``interval`` training iterations and after the last iteration of the run.
+
+    MONAI's ``ValidationHandler`` counts epochs by default, and an epoch is ``len(train_dataloader)`` iterations:
+    with one training case that is one iteration, with 168 cases at batch 2 it is 84, so the same setting validated
+    at wildly different rates. Counting iterations makes ``val_interval`` mean the same for any training list (and
+    the same as the search bundle's ``val_interval``). The last iteration (``max_epochs * epoch_length``, also when
+    MONAI Label sets ``max_epochs``) always validates, so the best checkpoint sees the final weights.
+
+    Args:
+        interval: training iterations between validations, >= 1.
+        validator: the evaluator to run (``validate#evaluator``).
+
+    Example::
+
+        IterationValidation(interval=1000, validator=evaluator).attach(trainer)
+        # train.json: {"_target_": "dast_components.training.IterationValidation",
+        #              "validator": "@validate#evaluator", "interval": "@val_interval"}
+    """
+
+    def __init__(self, interval: int, validator: Any = None) -> None:
+        if int(interval) < 1:
+            raise InputError(f"val_interval must be >= 1 (training iterations between validations), got {interval}.")
+        super().__init__(interval=int(interval), validator=validator, epoch_level=False)
+
+    def due(self, engine: Any, iteration: int) -> bool:
+        """Whether ``iteration`` (1-based, of ``engine``) validates: a multiple of ``interval`` or the run's last."""
+        last = (engine.state.max_epochs or 0) * (engine.state.epoch_length or 0)
+        return iteration % self.interval == 0 or iteration == last
+
+    def attach(self, engine: Any) -> None:
+        """Register on ``engine`` (the trainer) at ``ITERATION_COMPLETED`` filtered by :meth:`due`."""
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self.due), self)
 
 
 def check_patch_size(patch_size: Sequence[int], stride: int, name: str = "patch_size") -> list[int]:
@@ -237,13 +279,14 @@ def training_intensity(
                          "outside the bundle's split.")
     digest = hashlib.sha256(json.dumps(wanted).encode()).hexdigest()[:16]
     path = Path(output_dir) / f"dast_intensity_{digest}.json"
-    if path.is_file():
-        cached = json.loads(path.read_text())
+    if path.is_file() and "classes" in (cached := json.loads(path.read_text())):
         logger.info("reusing intensity window %s", path)
-        return {"lower": float(cached["lower"]), "upper": float(cached["upper"])}
-    stats = data.foreground_percentiles(list(items), num_classes=num_classes)
-    write_json_atomic(path, {"cases": [list(p) for p in wanted], **stats})
-    return {"lower": float(stats["lower"]), "upper": float(stats["upper"])}
+    else:
+        stats = data.foreground_percentiles(list(items), num_classes=num_classes)
+        cached = {"cases": [list(p) for p in wanted], **stats}
+        write_json_atomic(path, cached)
+    data.warn_uncovered_classes(cached, source=str(path))
+    return {"lower": float(cached["lower"]), "upper": float(cached["upper"])}
 
 
 class CheckpointRecord:

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, ScaleIntensityRange, Spacingd
 
-from dast_components.errors import InputError
 
 __all__ = ["PathSafeSpacingd", "ScaleIntensityFromCheckpointd"]
 
@@ -70,7 +69,8 @@ class ScaleIntensityFromCheckpointd(MapTransform):
     Args:
         keys: keys of the images to scale.
         checkpoint: weight file written by ``train.json``.
-        window: ``{"lower", "upper"}`` in HU to use instead of the file's record. Defaults to ``None`` (read the file).
+        window: ``[lower, upper]`` or ``{"lower", "upper"}`` in HU to use instead of the file's record (the bundle's
+            ``--intensity "[lower, upper]"``). Defaults to ``None`` (read the file).
         b_min: output value of ``lower``. Defaults to 0.0.
         b_max: output value of ``upper``. Defaults to 1.0.
         clip: clip the output to ``[b_min, b_max]``. Defaults to True.
@@ -85,17 +85,17 @@ class ScaleIntensityFromCheckpointd(MapTransform):
         self,
         keys: KeysCollection,
         checkpoint: str | os.PathLike,
-        window: Mapping[str, float] | None = None,
+        window: Mapping[str, float] | Sequence[float] | None = None,
         b_min: float = 0.0,
         b_max: float = 1.0,
         clip: bool = True,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        if window is not None and not {"lower", "upper"} <= set(window):
-            raise InputError(f"window must have keys 'lower' and 'upper', got {dict(window)!r}.")
+        from dast_components.data.intensity import as_window
+
         self.checkpoint = Path(checkpoint)
-        self.fixed = None if window is None else {"lower": float(window["lower"]), "upper": float(window["upper"])}
+        self.fixed = as_window(window)
         self.b_min, self.b_max, self.clip = float(b_min), float(b_max), bool(clip)
         self._stamp: tuple[int, int] | None = None
         self._window: dict[str, float] | None = None

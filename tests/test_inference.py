@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from dast_components.inference import (
     FoldEnsemble,
+    how_to_get_weights,
     inference_items,
     kits19_prediction_name,
     load_network,
@@ -133,3 +134,19 @@ def test_prediction_names() -> None:
     )
     assert kits19_prediction_name({"filename_or_obj": "/d/ct_7.nii.gz"}, None)["subject"] == "ct_7"
     assert kits19_prediction_name({"filename_or_obj": "/d/scan.nii"}, None)["subject"] == "scan"
+
+
+def test_how_to_get_weights_names_existing_paths(tmp_path: Path) -> None:
+    # bundle_root is an output folder without configs/: the message names the bundle's train.json instead
+    text = how_to_get_weights(tmp_path / "models" / "model.pt")
+    config = Path(text.split("--config_file ")[1].split()[0])
+    assert config.is_file() and config.name == "train.json", text
+    assert f"--bundle_root {tmp_path} " in text and "--fold" not in text.split("Train it")[0]
+    # a bundle root with its own configs is named as is
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "train.json").write_text("{}")
+    (tmp_path / "models").mkdir()
+    torch.save({}, tmp_path / "models" / "model_fold2.pt")
+    text = how_to_get_weights(tmp_path / "models" / "model.pt")
+    assert f"--config_file {tmp_path / 'configs' / 'train.json'} " in text
+    assert text.startswith(f"Found {tmp_path / 'models' / 'model_fold2.pt'}: pass --fold 2 to use model_fold2.pt.")

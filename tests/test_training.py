@@ -14,6 +14,7 @@ intensity window of a training list."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from dast_components.data import prepare_kits19_data
 from dast_components.data.synthetic import write_dataset
 from dast_components.training import (
     CheckpointRecord,
+    IterationValidation,
     TrainingLog,
     cache_memory_rate,
     check_patch_size,
@@ -71,6 +73,28 @@ def test_handlers_for_rank(tmp_path: Path) -> None:
     assert len(handlers_for_rank(handlers, rank=0)) == 4
     assert [type(h).__name__ for h in handlers_for_rank(handlers, rank=1)] == ["CheckpointLoader"]
     assert handlers_for_rank(None) == []
+
+
+@pytest.mark.parametrize(
+    "batches, epochs, interval, expected",
+    [
+        ([0], 30, 15, [15, 30]),  # one training case: an epoch is one iteration
+        ([0] * 84, 1, 40, [40, 80, 84]),  # 168 cases at batch 2; the last iteration always validates
+        ([0] * 3, 2, 4, [4, 6]),
+    ],
+)
+def test_iteration_validation_counts_iterations(batches: list, epochs: int, interval: int, expected: list) -> None:
+    from monai.engines import Evaluator
+
+    seen: list[int] = []
+    trainer = Engine(lambda e, b: None)
+    evaluator = Evaluator(device="cpu", val_data_loader=[0], iteration_update=lambda e, b: seen.append(
+        trainer.state.iteration))
+    IterationValidation(interval=interval, validator=evaluator).attach(trainer)
+    trainer.run(batches, max_epochs=epochs)
+    assert seen == expected
+    with pytest.raises(ValueError, match="val_interval"):
+        IterationValidation(interval=0, validator=evaluator)
 
 
 def test_training_log(tmp_path: Path) -> None:
@@ -126,3 +150,33 @@ def test_cache_memory_rate(tmp_path: Path) -> None:
     assert cache_memory_rate(items, [0.5, 0.5, 0.5], suggested, available=2**20) == suggested
     with pytest.raises(ValueError, match="cache_rate must be in"):
         cache_memory_rate(items, [1.0, 1.0, 1.0], 1.5)
+
+
+def test_clipped_class_warns_once_per_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Lung-like cases: the window of all labelled voxels misses the tumour; a run (which prepares the data twice,
+    for the datalist and for the window) warns once, and the fold's cache records the per-class shares."""
+    import logging
+
+    import nibabel as nib
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        label = np.zeros((24, 24, 12), np.uint8)
+        label[2:22, 2:22, 2:10] = 1
+        label[10:13, 10:13, 4:7] = 2
+        image = np.where(label == 1, rng.normal(-900, 30, label.shape), -1000.0)
+        image = np.where(label == 2, rng.normal(40, 10, label.shape), image).astype(np.int16)
+        case = tmp_path / "lung" / f"case_{k:05d}"
+        case.mkdir(parents=True)
+        nib.save(nib.Nifti1Image(image, np.diag([1.0, 1.0, 5.0, 1.0])), str(case / "imaging.nii.gz"))
+        nib.save(nib.Nifti1Image(label, np.diag([1.0, 1.0, 5.0, 1.0])), str(case / "segmentation.nii.gz"))
+    with caplog.at_level(logging.WARNING):
+        prepared = prepare_kits19_data(tmp_path / "lung", fold=0, num_folds=2)
+        window = training_intensity(prepared["training"], dataset_dir=tmp_path / "lung", fold=0, num_folds=2,
+                                    output_dir=tmp_path / "out")
+    assert window["upper"] < -500
+    warned = [r.getMessage() for r in caplog.records if "clips most of class 2" in r.getMessage()]
+    assert len(warned) == 1, warned
+    cache = json.loads((tmp_path / "lung" / "dast_intensity_kits19_fold0.json").read_text())
+    assert cache["classes"]["2"]["inside_window"] < 0.5 <= cache["classes"]["1"]["inside_window"]

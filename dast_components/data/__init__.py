@@ -24,6 +24,7 @@ from typing import Any
 
 __all__ = [
     "DataError",
+    "as_window",
     "check_batch_size",
     "check_device",
     "check_image_file",
@@ -39,11 +40,13 @@ __all__ = [
     "prepare_kits19_data",
     "prepare_search_data",
     "search_split",
+    "warn_uncovered_classes",
     "write_dataset",
 ]
 
 _MODULE_OF = {
     "DataError": "checks",
+    "as_window": "intensity",
     "check_batch_size": "datalist",
     "check_device": "checks",
     "check_image_file": "checks",
@@ -59,6 +62,7 @@ _MODULE_OF = {
     "prepare_kits19_data": "datalist",
     "prepare_search_data": "datalist",
     "search_split": "datalist",
+    "warn_uncovered_classes": "intensity",
     "write_dataset": "synthetic",
 }
 

@@ -293,7 +293,7 @@ def check_intensity_window(window: Mapping[str, Any], source: str | os.PathLike 
     if not upper > lower:
         raise DataError(f"the intensity window of {source} is empty (lower={lower}, upper={upper}): the foreground "
                         "voxels of the training images all have one value. Check the images (constant volumes?) or "
-                        "pass --intensity \"{'lower': -50.0, 'upper': 250.0}\".")
+                        "pass --intensity \"[-50, 250]\" (lower, upper in HU).")
     return {"lower": lower, "upper": upper}
 
 

@@ -53,7 +53,7 @@ from dast_components.data.checks import (
     read_json,
     write_json_atomic,
 )
-from dast_components.data.intensity import foreground_percentiles
+from dast_components.data.intensity import foreground_percentiles, warn_uncovered_classes
 from dast_components.errors import InputError
 
 __all__ = [
@@ -74,6 +74,7 @@ logger = logging.getLogger(__name__)
 #: paper (and DiNTS) split of the 282 MSD Task07 cases: weight training / architecture training / validation
 SEARCH_SPLIT_SIZES = {"train_weights": 114, "train_arch": 114, "validation": 54}
 _CACHE_VERSION = 1
+_INTENSITY_CACHE_VERSION = 2  # 2: per-class percentiles and share inside the window ("classes")
 _KITS19_CASE = re.compile(r"case_\d{5}")
 
 
@@ -356,10 +357,11 @@ def _intensity(path: Path, root: Path, training: list[dict], others: list[dict],
 
     Each image and label is read in full (readable, finite image values, label values in ``range(num_classes)``);
     the cache records the size and modification time of every file, so a changed file is read and checked again.
+    Warns (:func:`warn_uncovered_classes`) when the window clips most voxels of a label class.
     """
     everything = _sorted_items(training + others)
     expected = {
-        "version": _CACHE_VERSION,
+        "version": _INTENSITY_CACHE_VERSION,
         "num_classes": int(num_classes),
         "cases": _relative_cases(root, training),
         "label_checked": _relative_cases(root, everything),
@@ -377,6 +379,7 @@ def _intensity(path: Path, root: Path, training: list[dict], others: list[dict],
         cached = {**expected, **stats}
         write_json_atomic(path, cached)
         logger.info("wrote foreground intensity %s: lower=%.2f upper=%.2f", path, cached["lower"], cached["upper"])
+    warn_uncovered_classes(cached, source=str(path))
     return {"lower": float(cached["lower"]), "upper": float(cached["upper"])}
 
 

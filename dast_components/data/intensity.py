@@ -17,6 +17,13 @@ foreground volume, which for CT with similar slice spacing barely moves them. To
 volumes, at most ``max_voxels_per_case`` foreground voxels per case are drawn (seeded, without replacement) before
 taking the percentiles.
 
+One window for all labelled voxels suits targets of similar density (kidney and kidney tumour in contrast CT), but
+not others: on lung CT the labelled voxels are mostly air-filled lung, the window comes out near -940..-600 HU and
+a soft-tissue tumour is clipped to one value. So the statistics also record, per label class, its percentiles and
+the share of its voxels inside the window, and :func:`warn_uncovered_classes` warns (once per window) when a class
+has less than half of its voxels inside, saying how to set the window explicitly (``--intensity "[lower, upper]"``,
+read by :func:`as_window`).
+
 Command line::
 
     python -m dast_components.data.intensity DATALIST_OR_DATASET_DIR --out intensity.json
@@ -43,10 +50,26 @@ from dast_components.data.checks import (
     read_json,
     write_json_atomic,
 )
+from dast_components.errors import InputError
 
-__all__ = ["foreground_percentiles", "load_datalist_items"]
+__all__ = [
+    "CLASS_PERCENTILES",
+    "MIN_INSIDE_SHARE",
+    "as_window",
+    "foreground_percentiles",
+    "load_datalist_items",
+    "warn_uncovered_classes",
+]
 
 logger = logging.getLogger(__name__)
+
+CLASS_PERCENTILES = (5.0, 50.0, 95.0)
+"""Percentiles recorded per label class (``stats["classes"][c]["percentiles"]``)."""
+
+MIN_INSIDE_SHARE = 0.5
+"""A class with a smaller share of its voxels inside the window triggers :func:`warn_uncovered_classes`."""
+
+_WARNED: set[tuple] = set()
 
 
 def foreground_percentiles(
@@ -72,7 +95,9 @@ def foreground_percentiles(
         seed: seed of the per-case voxel draw. Defaults to 0.
 
     Returns:
-        ``{"lower": float, "upper": float, "percentiles": [lower, upper], "num_cases": int}``.
+        ``{"lower": float, "upper": float, "percentiles": [lower, upper], "num_cases": int, "classes": {...}}``;
+        ``classes`` maps each label value > 0 (as a string) to ``{"num_voxels": drawn voxels, "percentiles":
+        {"5.0": HU, "50.0": HU, "95.0": HU}, "inside_window": share of its drawn voxels in [lower, upper]}``.
 
     Example::
 
@@ -85,7 +110,7 @@ def foreground_percentiles(
         raise ValueError(f"max_voxels_per_case must be >= 1, got {max_voxels_per_case}.")
     if len(items) == 0:
         raise DataError("no cases given: the foreground percentiles need at least one image/label pair.")
-    samples = []
+    samples, sample_labels = [], []
     for index, item in enumerate(items):
         label = load_label(item["label"])
         if num_classes is not None:
@@ -105,6 +130,7 @@ def foreground_percentiles(
             rng = np.random.default_rng([seed, index])
             foreground = rng.choice(foreground, size=max_voxels_per_case, replace=False)
         samples.append(image.reshape(-1)[foreground])
+        sample_labels.append(label.reshape(-1)[foreground])
     if not samples:
         raise DataError(f"none of the {len(items)} labels (first: '{items[0]['label']}') has foreground voxels (> 0).")
     values = np.concatenate(samples)
@@ -120,7 +146,102 @@ def foreground_percentiles(
         values.size,
         len(items),
     )
-    return {"lower": float(low), "upper": float(high), "percentiles": [lower, upper], "num_cases": len(items)}
+    labels = np.concatenate(sample_labels)
+    classes = {}
+    for value in np.unique(labels):
+        voxels = values[labels == value]
+        inside = float(np.mean((voxels >= low) & (voxels <= high)))
+        class_values = np.percentile(voxels, CLASS_PERCENTILES)
+        classes[str(int(value))] = {
+            "num_voxels": int(voxels.size),
+            "percentiles": {str(q): float(v) for q, v in zip(CLASS_PERCENTILES, class_values)},
+            "inside_window": inside,
+        }
+        logger.info("class %d: %.0f%% of its voxels inside the window", int(value), 100 * inside)
+    return {
+        "lower": float(low),
+        "upper": float(high),
+        "percentiles": [lower, upper],
+        "num_cases": len(items),
+        "classes": classes,
+    }
+
+
+def warn_uncovered_classes(
+    stats: Mapping[str, Any], source: str, min_inside: float = MIN_INSIDE_SHARE
+) -> list[str]:
+    """Warn (once per ``source`` and window in this process) about label classes the window mostly clips.
+
+    Args:
+        stats: output of :func:`foreground_percentiles` (or a cache holding it); without ``"classes"`` (statistics
+            of an older version) nothing is checked.
+        source: where the statistics come from (a cache file or the list they were computed from), for the message.
+        min_inside: smallest accepted share of a class's voxels inside ``[lower, upper]``. Defaults to 0.5.
+
+    Returns:
+        the classes (as strings) below ``min_inside``, also when the warning was already given.
+    """
+    classes = stats.get("classes")
+    if not isinstance(classes, Mapping):
+        return []
+    low, high = float(stats["lower"]), float(stats["upper"])
+    bad = [c for c, v in sorted(classes.items()) if float(v["inside_window"]) < min_inside]
+    key = (str(source), low, high)
+    if not bad or key in _WARNED:
+        return bad
+    _WARNED.add(key)
+    details = []
+    for c in bad:
+        q = classes[c]["percentiles"]
+        details.append(
+            f"class {c}: {100 * float(classes[c]['inside_window']):.0f}% inside (its "
+            + "/".join(f"{float(k):g}" for k in q) + "th percentiles: " + " / ".join(f"{v:.0f}" for v in q.values())
+            + " HU)"
+        )
+    covering = [min(min(map(float, v["percentiles"].values())) for v in classes.values()),
+                max(max(map(float, v["percentiles"].values())) for v in classes.values())]
+    logger.warning(
+        "the intensity window [%.0f, %.0f] HU (percentiles of all labelled voxels, %s) clips most of %s: %s. Such "
+        "voxels all get the same input value, so the network cannot tell them apart by density. Set the window "
+        "explicitly, the same for training, evaluation and inference: --intensity \"[%.0f, %.0f]\" covers the "
+        "recorded percentiles of every class.",
+        low, high, source, ", ".join(f"class {c}" for c in bad), "; ".join(details), *covering,
+    )
+    return bad
+
+
+def as_window(value: Any, name: str = "intensity") -> dict[str, float] | None:
+    """An intensity window given as ``[lower, upper]`` or ``{"lower": .., "upper": ..}`` as a dict; ``None`` stays.
+
+    This is how ``--intensity "[lower, upper]"`` reaches training (``train.json``), evaluation and inference alike.
+
+    Args:
+        value: ``None``, a pair of numbers, or a mapping with ``lower`` and ``upper``.
+        name: config id named in the error message. Defaults to ``"intensity"``.
+
+    Raises:
+        InputError: anything else, a value that is not finite, or ``upper <= lower``.
+
+    Returns:
+        ``{"lower": float, "upper": float}`` or ``None``.
+    """
+    if value is None:
+        return None
+    try:
+        if isinstance(value, Mapping):
+            lower, upper = float(value["lower"]), float(value["upper"])
+        elif isinstance(value, (list, tuple)) and len(value) == 2:
+            lower, upper = float(value[0]), float(value[1])
+        else:
+            raise TypeError
+    except (KeyError, TypeError, ValueError):
+        raise InputError(
+            f"{name} must be [lower, upper] in HU (e.g. --{name} \"[-100, 300]\") or "
+            f"{{'lower': ..., 'upper': ...}}, got {value!r}."
+        ) from None
+    if not (np.isfinite(lower) and np.isfinite(upper) and upper > lower):
+        raise InputError(f"{name} [{lower}, {upper}] must be finite with upper greater than lower (HU).")
+    return {"lower": lower, "upper": upper}
 
 
 def load_datalist_items(source: str | os.PathLike, keys: Sequence[str] | None = None) -> list[dict]:
@@ -182,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         items, args.lower, args.upper, num_classes=args.num_classes, max_voxels_per_case=args.max_voxels_per_case
     )
     out = write_json_atomic(args.out, stats)
+    warn_uncovered_classes(stats, source=str(args.source))
     print(f"wrote {out}: lower={stats['lower']:.2f} upper={stats['upper']:.2f} from {stats['num_cases']} cases")
     return stats
 

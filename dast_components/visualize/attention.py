@@ -71,6 +71,7 @@ __all__ = [
     "foreground_attention",
     "load_bundle_network",
     "preprocess_image",
+    "query_summary",
     "transformer_ops",
     "write_attention_maps",
 ]
@@ -127,6 +128,24 @@ def capture_attention(net: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor
     if missing:
         raise RuntimeError(f"transformer op(s) {missing} did not run in the forward pass.")
     return logits, {name: ops[name].attention_maps(inputs[name]) for name in ops}
+
+
+def query_summary(foreground_cells: float, num_queries: int) -> str:
+    """The picture title's line saying which queries the map averages, in words a reader can take literally.
+
+    Args:
+        foreground_cells: second value of :func:`foreground_attention`: the sum over queries of the share of each
+            query's token cell that is predicted foreground (the foreground volume in token cells, not a count).
+        num_queries: number of query tokens.
+
+    Returns:
+        e.g. ``"mean over the 8 query tokens weighted by the share of each token's cell predicted kidney or tumor
+        (the prediction fills 0.5 of the 8 cells)"``.
+    """
+    if foreground_cells <= 0:
+        return f"no kidney or tumor predicted here: plain mean over all {num_queries} query tokens"
+    return (f"mean over the {num_queries} query tokens weighted by the share of each token's cell predicted kidney "
+            f"or tumor (the prediction fills {foreground_cells:.2g} of the {num_queries} cells)")
 
 
 def foreground_attention(
@@ -510,8 +529,7 @@ def write_attention_maps(
         g = ops[name].grid
         num_queries = math.prod(token_grid)
         nifti = _save_nifti(att, affine, out_dir / f"attention_{name}.nii.gz")
-        queries = f"{fg_queries:.1f} of {num_queries} queries in the predicted foreground" if fg_queries > 0 else (
-            f"no predicted foreground: mean of all {num_queries} queries")
+        queries = query_summary(fg_queries, num_queries)
         window = "" if roi is None else f" in the {'x'.join(map(str, roi))} window around the mask"
         title = (f"segmentation attention of transformer {name} (depth {depth}, 1/{2 ** (depth + first)} resolution, "
                  f"{'x'.join(map(str, token_grid))} tokens, {'x'.join(map(str, averaged.shape))} keys){window}\n{queries}; axial slice {z} of {shape[2]}")

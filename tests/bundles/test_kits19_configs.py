@@ -40,6 +40,7 @@ def test_layout() -> None:
         "configs/evaluate.json",
         "configs/inference.json",
         "configs/quick.json",
+        "configs/small_machine.json",
         "configs/logging.conf",
         "docs/README.md",
         "docs/data_license.txt",
@@ -103,13 +104,15 @@ def test_network_def_is_the_same_everywhere() -> None:
 
 
 def test_overlays_only_override() -> None:
-    train, infer, quick = _load("train"), _load("inference"), _load("quick")
-    assert all("#" not in key for key in quick), "quick.json is merged into every config: top-level ids only"
-    assert set(quick) <= set(train) | set(infer), set(quick) - set(train) - set(infer)
-    for combo in (["train", "evaluate", "quick"], ["train", "multi_gpu_train", "quick"], ["inference", "quick"]):
-        parser = ConfigParser()
-        parser.read_config([config_path(c) for c in combo])
-        assert parser["patch_size"] == quick["patch_size"]
+    train, infer = _load("train"), _load("inference")
+    for name in ("quick", "small_machine"):
+        small = _load(name)
+        assert all("#" not in key for key in small), f"{name}.json is merged into every config: top-level ids only"
+        assert set(small) <= set(train) | set(infer), set(small) - set(train) - set(infer)
+        for combo in (["train", "evaluate", name], ["train", "multi_gpu_train", name], ["inference", name]):
+            parser = ConfigParser()
+            parser.read_config([config_path(c) for c in combo])
+            assert parser["patch_size"] == small["patch_size"]
     for overlay in ("evaluate", "multi_gpu_train"):
         for key in _load(overlay):
             base = key.split("#")[0]
@@ -158,3 +161,19 @@ def test_metadata_against_project_schema() -> None:
     broken.pop("required_packages_version")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
+
+
+@pytest.mark.parametrize("configs", [["train"], ["train", "evaluate"], ["inference"]])
+def test_intensity_override_is_one_pair_everywhere(workspace: dict[str, str], configs: list[str]) -> None:
+    """``--intensity "[lower, upper]"`` sets the window of training, evaluation and inference alike."""
+    parser = ConfigParser()
+    parser.read_config([config_path(c) for c in configs])
+    parser.update({**workspace, "device": "cpu", "intensity": [-100, 300]})
+    if configs == ["train"]:
+        scale = parser.get_parsed_content("train#deterministic_transforms")[4]
+        assert (scale.scaler.a_min, scale.scaler.a_max) == (-100.0, 300.0)
+        assert parser.get_parsed_content("checkpoint_record").values["intensity"] == {"lower": -100.0, "upper": 300.0}
+    else:
+        key = "validate#preprocessing" if "evaluate" in configs else "preprocessing"
+        scale = parser.get_parsed_content(key).transforms[4]
+        assert scale.window() == {"lower": -100.0, "upper": 300.0}

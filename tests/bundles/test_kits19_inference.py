@@ -150,3 +150,30 @@ def test_missing_weights_say_how_to_get_them(tmp_path: Path, missing: str) -> No
     text = error_chain(info.value)
     assert f"no trained weights at {tmp_path / 'models' / missing}" in text
     assert "python -m monai.bundle run training" in text
+
+
+def test_fold_picks_its_weights_and_model_pt_names_the_trained_fold(tmp_path: Path) -> None:
+    """After training fold 1 only, ``--fold 1`` runs; without it the message says to pass it."""
+    arch = write_tiny_arch(tmp_path / "arch.json")
+    data = tmp_path / "data"
+    _case(data, "case_00000", (1.0, 1.0, 2.0), seed=8)
+    (tmp_path / "models").mkdir()
+    state = {"model": DASTNet(str(arch)).state_dict(), "bundle": {"intensity": {"lower": 0.0, "upper": 200.0}}}
+    torch.save(state, tmp_path / "models" / "model_fold1.pt")
+    common = {"config_file": [config_path("inference"), config_path("quick")], "meta_file": config_path("metadata"),
+              "workflow_type": "infer", "bundle_root": str(tmp_path), "dataset_dir": str(data),
+              "arch_file": str(arch), "device": "cpu", "num_workers": 0, "output_dir": str(tmp_path / "out")}
+    workflow = ConfigWorkflow(**common, fold=1)
+    workflow.initialize()
+    assert workflow.parser.get_parsed_content("ckpt_path") == f"{tmp_path}/models/model_fold1.pt"
+    workflow.run()
+    workflow.finalize()
+    assert (tmp_path / "out" / "prediction_00000.nii.gz").is_file()
+    default = ConfigWorkflow(**common)
+    default.initialize()
+    with pytest.raises(Exception) as info:
+        default.run()
+    text = error_chain(info.value)
+    assert "pass --fold 1 to use model_fold1.pt" in text
+    config = text.split("--config_file ")[1].split()[0]
+    assert Path(config).is_file(), config  # bundle_root (tmp_path) has no configs/: the bundle's own is named

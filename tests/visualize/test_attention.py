@@ -77,6 +77,15 @@ def test_foreground_attention_weights_queries_by_cell_coverage():
         foreground_attention(torch.rand(12, 3, 3, 3), mask, token_grid=(2, 2, 2))
 
 
+def test_query_summary_says_weighted_share_not_a_count():
+    from dast_components.visualize.attention import query_summary
+
+    text = query_summary(0.5, 8)
+    assert "weighted by the share of each token's cell predicted kidney or tumor" in text
+    assert "fills 0.5 of the 8 cells" in text and "0.5 of 8 queries" not in text
+    assert query_summary(0.0, 8) == "no kidney or tumor predicted here: plain mean over all 8 query tokens"
+
+
 def test_capture_attention_matches_the_op_on_its_input(tmp_path):
     arch, net = _tiny_bundle(tmp_path)
     net.eval()
