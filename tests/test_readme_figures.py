@@ -11,7 +11,8 @@
 """Every figure the README's results table quotes is in the results file that row cites.
 
 A row of the table is ``| what | value | source |``. The source names one or more committed files (results written
-by a benchmark or a search, e.g. ``benchmarks/results/search_step_cpu.md``) or says "paper". Each number of the
+by a benchmark or a search, e.g. ``benchmarks/results/search_step_cpu.md``, or the module that derives a model's
+figure) or says "paper". Each number of the
 value cell must appear in one of the cited files, at the precision the README prints it (``22.9`` matches
 ``22.868``; ``0.80x`` matches ``0.8``). The markdown results files are written by the same run as their JSON; the
 test also regenerates them from the JSON where the benchmark module can, so a hand edit of either shows up.
@@ -28,7 +29,7 @@ import pytest
 __all__: list[str] = []
 
 ROOT = Path(__file__).resolve().parents[1]
-FILE_RE = re.compile(r"(?:benchmarks/results|bundles/[\w/]+)/[\w.]+\.(?:md|json)")
+FILE_RE = re.compile(r"(?:benchmarks/results/[\w.]+\.(?:md|json)|bundles/[\w/]+\.(?:md|json)|dast_components/[\w/]+\.py)")
 NUMBER_RE = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
 
 
