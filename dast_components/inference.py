@@ -10,9 +10,11 @@
 # limitations under the License.
 """Inference helpers of the KiTS19 bundle: weights with clear errors, the fold ensemble, input lists, output names.
 
-A checkpoint written by ``train.json`` holds ``{"model": state_dict, "bundle": {...}}``; the ``bundle`` record
-(:class:`dast_components.training.CheckpointRecord`) carries the intensity window the weights were trained with, so
-inference scales new images exactly as training did (:func:`read_intensity`).
+A weight file written by ``train.json`` (``models/model.pt``, ``models/model_fold{k}.pt``) is a plain state dict, the
+Model Zoo convention (``ckpt_export`` without ``key_in_ckpt``). Next to it, ``<stem>.json`` (``models/model.json``)
+records what the weights were trained with (:class:`dast_components.training.WeightRecord`): the intensity window,
+spacing, patch size, fold and architecture, so inference scales new images exactly as training did
+(:func:`read_intensity`). Weight files of version 0.1.0 (``{"model": ..., "bundle": {...}}``) still load.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ __all__ = [
     "load_network",
     "read_checkpoint",
     "read_intensity",
+    "read_record",
+    "record_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -120,22 +124,60 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return dict(ckpt)
 
 
+def record_path(path: str | os.PathLike) -> Path:
+    """The training record next to a weight file: ``models/model.pt`` -> ``models/model.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def read_record(path: str | os.PathLike) -> dict[str, Any]:
+    """What the weights at ``path`` were trained with: the JSON record next to them (:func:`record_path`), else the
+    ``bundle`` entry inside a weight file of version 0.1.0, else ``{}``.
+
+    Args:
+        path: weight file written by ``train.json``.
+
+    Raises:
+        FileNotFoundError: no weight file (with how to get one).
+        ValueError: the record or the weight file cannot be read.
+    """
+    side = record_path(path)
+    if side.is_file():
+        import json
+
+        try:
+            record = json.loads(side.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise InputError(f"cannot read the training record {side} of {path}: {err}") from None
+        if not isinstance(record, Mapping):
+            raise InputError(f"{side} must hold a JSON object (the training record of {path}).")
+        return dict(record)
+    if not Path(path).is_file():
+        read_checkpoint(path)  # raises with how to get the weights
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  any unpickling failure means "not a weight file"
+        raise InputError(f"cannot read {path} as a weight file (torch.load with weights_only=True): {err}") from None
+    legacy = ckpt.get("bundle") if isinstance(ckpt, Mapping) else None
+    return dict(legacy) if isinstance(legacy, Mapping) else {}
+
+
 def read_intensity(path: str | os.PathLike) -> dict[str, float]:
-    """The intensity window ``{"lower", "upper"}`` (HU) stored with the weights at ``path``.
+    """The intensity window ``{"lower", "upper"}`` (HU) the weights at ``path`` were trained with (their record).
 
     Args:
         path: weight file written by ``train.json``.
 
     Raises:
         FileNotFoundError: no such file (with how to get one).
-        ValueError: the file carries no intensity window; set the ``intensity`` config id by hand.
+        ValueError: no record carries an intensity window; set the ``intensity`` config id by hand.
     """
-    record = read_checkpoint(path).get("bundle", {})
-    window = record.get("intensity") if isinstance(record, Mapping) else None
+    if not Path(path).is_file():
+        read_checkpoint(path)  # raises with how to get the weights
+    window = read_record(path).get("intensity")
     if not isinstance(window, Mapping) or not {"lower", "upper"} <= set(window):
         raise InputError(
-            f"{path} does not record the intensity window it was trained with; pass it explicitly, e.g. "
-            "--intensity \"[-50, 250]\" (lower and upper in HU: the window used in training)."
+            f"neither {record_path(path)} nor {path} records the intensity window the weights were trained with; "
+            "pass it explicitly, e.g. --intensity \"[-50, 250]\" (lower and upper in HU: the window used in training)."
         )
     lower, upper = float(window["lower"]), float(window["upper"])
     if not upper > lower:
@@ -149,7 +191,7 @@ def _load_weights(network: nn.Module, path: str | os.PathLike) -> dict[str, Any]
     try:
         target.load_state_dict(ckpt["model"], strict=True)
     except RuntimeError:
-        trained = ckpt.get("bundle", {}).get("arch_file") if isinstance(ckpt.get("bundle"), Mapping) else None
+        trained = read_record(path).get("arch_file")
         hint = f" They were trained with the architecture {trained}." if trained else ""
         raise InputError(
             f"the weights in {path} do not fit the network built from the configured architecture "

@@ -21,16 +21,27 @@ Weights are not zipped: they are listed in the bundle's ``large_files.yml`` (Mod
         hash_val: 0f1e...
         hash_type: md5
 
-For every listed file present in the bundle the release fills ``hash_val`` from the local file and, with
-``--weights_url``, copies it next to the zip as ``<name>_v<version>_<file name>`` and points ``url`` at
-``<weights_url>/<that name>``; upload the files of the output folder to that address. The zip gets the completed
-``large_files.yml``; the bundle folder itself is never modified. Finally ``model_info.json`` (Model Zoo format,
-``{"<name>_v<version>": {"checksum": ..., "source": ...}}``) gets the zip's checksum and download address.
+A ``large_files.yml`` never carries an empty ``url``: it lists only weights that are published. With
+``--weights_url`` every weight file ``models/*.pt`` present in the bundle is published: copied next to the zip as
+``<name>_v<version>_<file name>``, with ``url`` = ``<weights_url>/<that name>`` and ``hash_val`` from the local file;
+upload the files of the output folder to that address. Without it, the entries already in ``large_files.yml`` are
+kept (hashes filled for files present). When no weights are published, the zip's ``large_files.yml`` holds
+``large_files: []`` under a comment saying so and how to train them. The bundle folder itself is never modified.
+Finally ``model_info.json`` (Model Zoo format, ``{"<name>_v<version>": {"checksum": ..., "source": ...}}``) gets the
+zip's checksum and download address.
+
+**The code travels in the zip.** The package ``dast_components`` (the copy this module belongs to) is written into
+the zip as ``<name>/dast_components/``. MONAI's ``run`` (from the bundle folder), the Model Zoo's CI and MONAI Label
+put the bundle root on ``sys.path``, so the configs' ``_target_: dast_components...`` resolve to the code of the
+release without installing anything beyond the bundle's metadata; when the package is installed (``pip install -e
+.`` in the repository) the configs resolve to it the same way. The sources are generated at release time, so the
+repository holds them once. (Not ``scripts/``: the package imports itself as ``dast_components.*``, and a top-level
+``scripts`` module of two bundles loaded in one process, e.g. by MONAI Label, would shadow each other.)
 
 Command line::
 
     python -m dast_components.release BUNDLE_DIR --out DIR [--weights_url URL_BASE] [--source_url URL_BASE]
-        [--model_info FILE] [--hash_type md5|sha256] [--allow_missing]
+        [--model_info FILE] [--hash_type md5|sha256] [--no_code]
 """
 
 from __future__ import annotations
@@ -59,6 +70,7 @@ __all__ = [
     "EXCLUDED_DIRS",
     "EXCLUDED_FILES",
     "LARGE_FILES_NAME",
+    "PACKAGE_DIR",
     "WEIGHT_SUFFIXES",
     "ReleaseResult",
     "build_release",
@@ -66,6 +78,7 @@ __all__ = [
     "bundle_version",
     "file_hash",
     "main",
+    "package_files",
     "read_large_files",
     "update_model_info",
     "write_reproducible_zip",
@@ -78,6 +91,12 @@ LARGE_FILES_NAME = "large_files.yml"
 
 WEIGHT_SUFFIXES = (".pt", ".ts", ".pth", ".onnx", ".ckpt")
 """Files with these suffixes under ``models/`` are weights: never zipped."""
+
+PUBLISHED_WEIGHTS = "models/*.pt"
+"""The weight files ``--weights_url`` publishes (trained weights; exported ``.ts``/``.onnx`` files are derived)."""
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+"""The ``dast_components`` package written into every release zip."""
 
 EXCLUDED_DIRS = (
     "__pycache__",
@@ -196,14 +215,17 @@ def bundle_version(bundle_dir: str | os.PathLike) -> str:
 
 
 def read_large_files(bundle_dir: str | os.PathLike) -> list[dict[str, str]]:
-    """Entries of ``<bundle_dir>/large_files.yml`` (empty list when the file does not exist).
+    """Entries of ``<bundle_dir>/large_files.yml`` (empty list when the file does not exist or lists none).
 
     Args:
         bundle_dir: bundle root.
 
     Returns:
         one dict per entry with string values for ``path``, ``url``, ``hash_val``, ``hash_type``
-        (missing values as ``""``).
+        (missing hashes as ``""``).
+
+    Raises:
+        ValueError: the file is malformed, or an entry has an empty ``url``.
     """
     lf_file = Path(bundle_dir) / LARGE_FILES_NAME
     if not lf_file.is_file():
@@ -213,6 +235,8 @@ def read_large_files(bundle_dir: str | os.PathLike) -> list[dict[str, str]]:
     except yaml.YAMLError as err:
         raise ValueError(f"{lf_file} is not valid YAML: {err}") from None
     items = content.get("large_files") if isinstance(content, Mapping) else None
+    if items is None and isinstance(content, Mapping) and "large_files" in content:
+        items = []
     if not isinstance(items, list):
         raise ValueError(f"{lf_file} must hold a mapping with a list under 'large_files', got {content!r}.")
     entries: list[dict[str, str]] = []
@@ -228,6 +252,12 @@ def read_large_files(bundle_dir: str | os.PathLike) -> list[dict[str, str]]:
             raise ValueError(f"{lf_file}: path {rel!r} is listed twice.")
         seen.add(rel)
         entry = {k: "" if item.get(k) is None else str(item.get(k)) for k in ("url", "hash_val", "hash_type")}
+        if not entry["url"].strip():
+            raise ValueError(
+                f"{lf_file}: large_files[{i}] ({rel}) has an empty url. List only published weights (an empty url "
+                "stops `monai.bundle download_large_files` with 'unknown url type'); the release adds trained "
+                "weights itself with --weights_url."
+            )
         entries.append({"path": rel, **entry})
     return entries
 
@@ -340,7 +370,17 @@ def write_reproducible_zip(entries: Mapping[str, bytes | None], zip_path: str | 
     return zip_path
 
 
+_NO_WEIGHTS_HEADER = (
+    "# No trained weights are published with this version of the bundle: `download_large_files` downloads\n"
+    "# nothing. Make them yourself (from the bundle folder, see docs/README.md):\n"
+    "#   python -m monai.bundle run training --config_file configs/train.json --dataset_dir <KiTS19 data> --fold 0\n"
+    "# which writes models/model.pt (and models/model_fold0.pt) with the intensity window next to it.\n"
+)
+
+
 def _large_files_yaml(entries: Sequence[Mapping[str, str]]) -> bytes:
+    if not entries:
+        return (_NO_WEIGHTS_HEADER + "large_files: []\n").encode("utf-8")
     header = (
         "# Weights of this bundle that are not inside the zip. Fetch them with\n"
         "#   python -m monai.bundle download_large_files --bundle_path <this folder>\n"
@@ -357,48 +397,61 @@ def _complete_large_files(
     out_dir: Path,
     weights_url: str | None,
     hash_type: str,
-    allow_missing: bool,
 ) -> tuple[list[dict[str, str]], list[tuple[Path, Path]]]:
-    """Fill hash and url of each large file; return the entries and the (source, asset) copies to make."""
-    completed: list[dict[str, str]] = []
+    """The published weights (entries with url and hash) and the (source, asset) copies to make.
+
+    With ``weights_url`` every ``models/*.pt`` present is published (an entry of ``large_files.yml`` for a file that
+    is present is replaced); other entries are kept as they are.
+    """
+    published: dict[str, dict[str, str]] = {e["path"]: dict(e) for e in entries}
     copies: list[tuple[Path, Path]] = []
-    assets: dict[str, str] = {}
-    for entry in entries:
-        local = root / entry["path"]
-        new = dict(entry)
-        if local.is_file():
-            new["hash_type"] = entry["hash_type"] or hash_type
-            new["hash_val"] = file_hash(local, new["hash_type"])
-            if weights_url:
-                asset = f"{name}_v{version}_{PurePosixPath(entry['path']).name}"
-                if asset in assets:
-                    raise ValueError(
-                        f"{entry['path']} and {assets[asset]} would both be published as {asset}; rename one."
-                    )
-                assets[asset] = entry["path"]
-                new["url"] = f"{weights_url.rstrip('/')}/{asset}"
-                copies.append((local, out_dir / asset))
-            elif not new["url"]:
-                raise ValueError(
-                    f"{entry['path']} is listed in {LARGE_FILES_NAME} without a url: pass --weights_url URL_BASE "
-                    "(the address its copy next to the zip will be uploaded to)."
-                )
-        elif not new["url"]:
-            if allow_missing:
-                logger.warning(f"{entry['path']}: not in the bundle and not published; left out of the release")
+    if weights_url:
+        assets: dict[str, str] = {}
+        for local in sorted(root.glob(PUBLISHED_WEIGHTS)):
+            if not local.is_file():
                 continue
-            raise ValueError(
-                f"{entry['path']} is listed in {root / LARGE_FILES_NAME} but is neither present in the bundle nor "
-                "published (empty url). Train/copy it into the bundle, remove the entry, or pass --allow_missing "
-                "to release without it."
-            )
-        for key in ("hash_val", "hash_type"):  # Model Zoo files leave unknown hashes out rather than empty
-            if not new[key]:
-                del new[key]
-        if "hash_val" not in new:
+            rel = local.relative_to(root).as_posix()
+            asset = f"{name}_v{version}_{local.name}"
+            if asset in assets:
+                raise ValueError(f"{rel} and {assets[asset]} would both be published as {asset}; rename one.")
+            assets[asset] = rel
+            kind = published.get(rel, {}).get("hash_type") or hash_type
+            published[rel] = {"path": rel, "url": f"{weights_url.rstrip('/')}/{asset}", "hash_val": "",
+                              "hash_type": kind}
+            copies.append((local, out_dir / asset))
+    completed: list[dict[str, str]] = []
+    for rel in sorted(published):
+        new = dict(published[rel])
+        local = root / rel
+        if local.is_file():
+            new["hash_type"] = new.get("hash_type") or hash_type
+            new["hash_val"] = file_hash(local, new["hash_type"])
+        if not new.get("hash_val"):  # Model Zoo files leave unknown hashes out rather than empty
+            new.pop("hash_val", None)
             new.pop("hash_type", None)
         completed.append({k: new[k] for k in ("path", "url", "hash_val", "hash_type") if k in new})
     return completed, copies
+
+
+def package_files(package_dir: str | os.PathLike = PACKAGE_DIR) -> dict[str, bytes]:
+    """The source files of a Python package, for the release zip.
+
+    Args:
+        package_dir: the package folder (default: the ``dast_components`` this module belongs to).
+
+    Returns:
+        ``{"<package name>/<relative path>": content}`` of every ``*.py`` file (caches skipped), sorted.
+    """
+    root = Path(package_dir)
+    if not (root / "__init__.py").is_file():
+        raise ValueError(f"{root} is not a Python package (no __init__.py).")
+    files = {}
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if any(fnmatch.fnmatch(p, pat) for p in rel.parts[:-1] for pat in EXCLUDED_DIRS):
+            continue
+        files[f"{root.name}/{rel.as_posix()}"] = path.read_bytes()
+    return files
 
 
 def update_model_info(
@@ -439,23 +492,23 @@ def build_release(
     source_url: str | None = None,
     model_info: str | os.PathLike | None = None,
     hash_type: str = "md5",
-    allow_missing: bool = False,
+    include_code: bool = True,
 ) -> ReleaseResult:
     """Build ``<out_dir>/<name>_v<version>.zip`` from a bundle folder and record it in ``model_info.json``.
 
     Args:
         bundle_dir: bundle root; its folder name is the bundle name.
         out_dir: output folder (created); receives the zip, the weight copies and by default ``model_info.json``.
-        weights_url: address the weights will be published under; each weight present in the bundle and listed in
-            ``large_files.yml`` is copied to ``<out_dir>/<name>_v<version>_<file name>`` and its url set to
-            ``<weights_url>/<that name>``. Default None keeps the urls of ``large_files.yml``.
+        weights_url: address the weights will be published under; each ``models/*.pt`` present in the bundle is
+            copied to ``<out_dir>/<name>_v<version>_<file name>`` and listed in the zip's ``large_files.yml`` with
+            url ``<weights_url>/<that name>``. Default None keeps the entries of ``large_files.yml``.
         source_url: address the zip will be published under (``source`` = ``<source_url>/<zip name>``). Defaults to
             ``weights_url``, else the ``file://`` address of the zip just built.
         model_info: the ``model_info.json`` to update. Defaults to ``<out_dir>/model_info.json``.
         hash_type: hash of the zip checksum and of weights whose entry names no ``hash_type``: ``md5`` (Model Zoo's
             choice), ``sha1``, ``sha256`` or ``sha512``.
-        allow_missing: leave out (with a warning) entries of ``large_files.yml`` that are neither in the bundle nor
-            published, instead of failing: a release without those weights.
+        include_code: write the ``dast_components`` package into the zip (``<name>/dast_components/``), so the
+            downloaded bundle runs with only the packages its metadata lists. Defaults to True.
 
     Returns:
         a :class:`ReleaseResult`.
@@ -479,22 +532,31 @@ def build_release(
     out.mkdir(parents=True, exist_ok=True)
 
     entries = read_large_files(root)
-    large, copies = _complete_large_files(
-        root, name, version, entries, out, weights_url, hash_type, allow_missing
-    )
+    large, copies = _complete_large_files(root, name, version, entries, out, weights_url, hash_type)
     folders, files = bundle_files(root, [e["path"] for e in entries])
+    code = package_files() if include_code else {}
+    if code:  # the bundle's own copy (a downloaded bundle released again) is replaced by the current package
+        top = PACKAGE_DIR.name
+        folders = [d for d in folders if d != top and not d.startswith(f"{top}/")]
+        files = [f for f in files if not f.startswith(f"{top}/")]
     stray = [
         f"models/{p.name}"
         for p in sorted((root / "models").glob("*"))
         if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES and f"models/{p.name}" not in {e["path"] for e in large}
     ]
     if stray:
-        logger.warning(f"not released (weights, and not listed in {LARGE_FILES_NAME}): {', '.join(stray)}")
+        logger.warning(f"not released (weights, and not published): {', '.join(stray)}")
+    if not large and (root / LARGE_FILES_NAME).is_file():
+        logger.warning(f"{name}: no weights published; the zip's {LARGE_FILES_NAME} says so (large_files: [])")
 
     zip_entries: dict[str, bytes | None] = {f"{name}/": None}
     zip_entries.update({f"{name}/{d}/": None for d in folders})
     zip_entries.update({f"{name}/{f}": (root / f).read_bytes() for f in files})
-    if large:
+    for rel, content in code.items():
+        parts = rel.split("/")
+        zip_entries.update({f"{name}/{'/'.join(parts[:i])}/": None for i in range(1, len(parts))})
+        zip_entries[f"{name}/{rel}"] = content
+    if large or (root / LARGE_FILES_NAME).is_file():
         zip_entries[f"{name}/{LARGE_FILES_NAME}"] = _large_files_yaml(large)
     zip_path = write_reproducible_zip(zip_entries, out / f"{name}_v{version}.zip")
 
@@ -509,7 +571,7 @@ def build_release(
     source = f"{base.rstrip('/')}/{zip_path.name}" if base else zip_path.as_uri()
     info_file = Path(model_info) if model_info is not None else out / "model_info.json"
     update_model_info(info_file, f"{name}_v{version}", checksum, source)
-    zipped = files + ([LARGE_FILES_NAME] if large else [])
+    zipped = files + list(code) + ([LARGE_FILES_NAME] if f"{name}/{LARGE_FILES_NAME}" in zip_entries else [])
     return ReleaseResult(
         name=name,
         version=version,
@@ -528,17 +590,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry: ``python -m dast_components.release BUNDLE_DIR --out DIR [options]``."""
     parser = argparse.ArgumentParser(
         prog="python -m dast_components.release",
-        description="Build a reproducible Model Zoo zip <name>_v<version>.zip of a bundle (weights listed in "
-        "large_files.yml, not zipped) and record its checksum in model_info.json. The bundle folder is not changed.",
+        description="Build a reproducible Model Zoo zip <name>_v<version>.zip of a bundle (with the dast_components "
+        "code; weights listed in large_files.yml, not zipped) and record its checksum in model_info.json. The bundle "
+        "folder is not changed.",
     )
     parser.add_argument("bundle_dir", help="[REQUIRED] bundle folder, e.g. bundles/dast_kits19_seg")
     parser.add_argument("--out", required=True, help="[REQUIRED] output folder for the zip and the weight copies")
     parser.add_argument(
         "--weights_url",
         default=None,
-        help="[OPTIONAL] address the weights will be uploaded to: weights listed in large_files.yml and present in "
-        "the bundle are copied to DIR/<name>_v<version>_<file> and their url becomes URL_BASE/<that file>. "
-        "Without it, large_files.yml must already hold a url for every weight.",
+        help="[OPTIONAL] address the weights will be uploaded to: every models/*.pt of the bundle is copied to "
+        "DIR/<name>_v<version>_<file> and listed with url URL_BASE/<that file>. Without it only the weights already "
+        "listed in large_files.yml are (no weights: the zip says none are published).",
     )
     parser.add_argument(
         "--source_url",
@@ -554,10 +617,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--hash_type", default="md5", choices=_HASH_TYPES, help="[OPTIONAL] checksum type (md5)")
     parser.add_argument(
-        "--allow_missing",
+        "--no_code",
         action="store_true",
-        help="[OPTIONAL] DANGER ZONE: release even if weights listed in large_files.yml are neither in the bundle nor "
-        "published; they are left out of the zip's large_files.yml and users must train them",
+        help="[OPTIONAL] DANGER ZONE: leave the dast_components package out of the zip; the downloaded bundle then "
+        "runs only where the package is installed",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -569,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             source_url=args.source_url,
             model_info=args.model_info,
             hash_type=args.hash_type,
-            allow_missing=args.allow_missing,
+            include_code=not args.no_code,
         )
     except ValueError as err:
         print(f"release failed: {err}", file=sys.stderr)

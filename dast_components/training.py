@@ -17,8 +17,10 @@
 - :func:`training_intensity`: the intensity window of whatever training list the workflow got: the cached
   fold statistics of ``prepare_kits19_data`` for the bundle's own split, or percentiles of a list passed in from
   outside (MONAI Label replaces ``train#dataset#data``).
-- :class:`CheckpointRecord`: plain values stored in the checkpoint next to the weights (intensity window, spacing,
-  architecture, fold), so a weight file carries the preprocessing it was trained with.
+- :class:`WeightRecord`: writes ``<stem>.json`` next to each weight file whenever the file is (re)written: the
+  intensity window, spacing, architecture and fold the weights were trained with. The weight files themselves are
+  plain state dicts (the Model Zoo convention); :class:`CheckpointRecord` is the 0.1.0 way (values inside the
+  checkpoint), kept for reading older runs.
 - :class:`AtomicCheckpointSaver`: MONAI's ``CheckpointSaver`` whose files are replaced atomically, so a crash
   while saving a new best model never loses the previous one.
 - :class:`TrainingLog`: one CSV row per epoch with the training loss and the latest validation metrics.
@@ -56,6 +58,7 @@ __all__ = [
     "CheckpointRecord",
     "IterationValidation",
     "TrainingLog",
+    "WeightRecord",
     "cache_memory_rate",
     "check_patch_size",
     "epochs_for_iterations",
@@ -76,6 +79,7 @@ _RANK0_ONLY = (
     "MLFlowHandler",
     "TrainingLog",
     "KiTS19ReportHandler",
+    "WeightRecord",
 )
 
 
@@ -383,6 +387,66 @@ class AtomicCheckpointSaver(CheckpointSaver):
             if checkpoint is not None:  # keep the fixed file name MONAI's own saver was given
                 name = getattr(checkpoint.save_handler, "filename", None)
                 checkpoint.save_handler = AtomicDiskSaver(self.save_dir, name)
+
+
+class WeightRecord:
+    """Ignite handler writing the training record ``<ckpt_dir>/<stem>.json`` next to each weight file
+    ``<ckpt_dir>/<stem>.pt`` whenever that file was (re)written since the handler last looked.
+
+    Attach it to the validation evaluator after the ``CheckpointSaver`` handlers: at the end of each validation it
+    compares the modification time and size of each weight file with what it saw before and, for each one that
+    changed, writes the record atomically. So the weights stay a plain state dict (what the Model Zoo's
+    ``ckpt_export`` and MONAI Label load), and the preprocessing they need travels beside them
+    (:func:`dast_components.inference.read_record`).
+
+    Args:
+        ckpt_dir: folder of the weight files.
+        filenames: the weight file names to watch, e.g. ``["model_fold0.pt", "model.pt"]``; ``None`` entries
+            (a disabled saver) are ignored.
+        values: JSON values to record (``intensity``, ``pixdim``, ``fold``, ``arch`` ...).
+
+    Example::
+
+        WeightRecord("models", ["model.pt"], intensity={"lower": -54.0, "upper": 242.0}, pixdim=[1.0, 1.0, 1.0])
+    """
+
+    def __init__(self, ckpt_dir: str | os.PathLike, filenames: Sequence[str | None], **values: Any) -> None:
+        self.ckpt_dir = Path(ckpt_dir)
+        self.filenames = [str(f) for f in filenames if f]
+        for name in self.filenames:
+            if not name.endswith(".pt"):
+                raise InputError(f"WeightRecord watches .pt files, got {name!r}.")
+        self.values = dict(values)
+        json.dumps(self.values)  # fail at start-up, not after the first validation, on a value JSON cannot hold
+        self._stamps: dict[str, tuple[int, int] | None] = {}
+
+    def _stamp(self, name: str) -> tuple[int, int] | None:
+        try:
+            stat = (self.ckpt_dir / name).stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def attach(self, engine: Any) -> None:
+        """Register on ``engine`` (the validation evaluator); the files present now count as seen."""
+        from ignite.engine import Events
+
+        self._stamps = {name: self._stamp(name) for name in self.filenames}
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Any = None) -> list[Path]:
+        """Write the record of every watched weight file that changed; returns the records written."""
+        written = []
+        for name in self.filenames:
+            stamp = self._stamp(name)
+            if stamp is None or stamp == self._stamps.get(name):
+                continue
+            path = (self.ckpt_dir / name).with_suffix(".json")
+            write_json_atomic(path, {"weights": name, **self.values})
+            self._stamps[name] = stamp
+            written.append(path)
+            logger.info("training record %s written next to %s", path, name)
+        return written
 
 
 class TrainingLog:

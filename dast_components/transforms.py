@@ -61,10 +61,10 @@ class PathSafeSpacingd(Spacingd):
 class ScaleIntensityFromCheckpointd(MapTransform):
     """``ScaleIntensityRanged`` whose window ``[a_min, a_max]`` is the one the weights were trained with.
 
-    The window is read from the ``bundle`` record of the weight file (:func:`dast_components.inference.read_intensity`)
-    on first use and read again whenever the file changes (modification time or size), so a long-lived pipeline
-    (a MONAI Label server that retrains ``models/model.pt``) always scales like the weights it runs. A fixed
-    ``window`` overrides the file.
+    The window is read from the training record next to the weight file (``models/model.json`` for
+    ``models/model.pt``, :func:`dast_components.inference.read_intensity`) on first use and read again whenever the
+    weight file or its record changes (modification time or size), so a long-lived pipeline (a MONAI Label server
+    that retrains ``models/model.pt``) always scales like the weights it runs. A fixed ``window`` overrides the file.
 
     Args:
         keys: keys of the images to scale.
@@ -97,20 +97,22 @@ class ScaleIntensityFromCheckpointd(MapTransform):
         self.checkpoint = Path(checkpoint)
         self.fixed = as_window(window)
         self.b_min, self.b_max, self.clip = float(b_min), float(b_max), bool(clip)
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, ...] | None = None
         self._window: dict[str, float] | None = None
 
     def window(self) -> dict[str, float]:
         """The current window ``{"lower", "upper"}`` (re-read when the weight file changed)."""
         if self.fixed is not None:
             return self.fixed
-        from dast_components.inference import read_intensity
+        from dast_components.inference import read_intensity, record_path
 
-        try:
-            stat = self.checkpoint.stat()
-            stamp = (stat.st_mtime_ns, stat.st_size)
-        except OSError:
-            stamp = None
+        stamp: tuple[int, ...] = ()
+        for path in (self.checkpoint, record_path(self.checkpoint)):
+            try:
+                stat = path.stat()
+                stamp += (stat.st_mtime_ns, stat.st_size)
+            except OSError:
+                stamp += (-1, -1)
         if self._window is None or stamp != self._stamp:
             self._window = read_intensity(self.checkpoint)  # raises with how-to when the file is missing
             self._stamp = stamp

@@ -15,19 +15,27 @@ Checks, in order:
 - ``files``: ``LICENSE``, ``configs/metadata.json``, ``docs/README.md`` exist (recommended ones are named when
   missing: ``configs/logging.conf``, ``docs/data_license.txt``).
 - ``configs``: every ``configs/*.json|yaml|yml`` parses.
-- ``metadata``: ``configs/metadata.json`` validates against a local JSON schema: ``--schema``, else a copy of the
-  schema its ``schema`` field names in ``bundles/schemas/``, else the project's
-  ``bundles/schemas/bundle_meta_schema.json`` (never downloaded).
+- ``metadata``: MONAI's ``verify_metadata`` with a local JSON schema: ``--schema``, else a copy of the schema its
+  ``schema`` field names in ``bundles/schemas/``, else the project's ``bundles/schemas/bundle_meta_schema.json``
+  (the official schema's required fields and more), else the official one, downloaded by MONAI.
 - ``changelog``: ``version`` is listed in ``changelog`` and is its newest entry.
 - ``large_files``: ``large_files.yml``, when present, is in Model Zoo format.
 - ``monailabel``: with ``configs/inference.json``, the facts MONAI Label 0.8.5's ``monaibundle`` app relies on
   (DESIGN section 4): ids, no ``_meta_`` references, ``image``/``pred`` keys, ``channel_def``, no plain ``Spacingd``,
   no other ``models/*.pt`` name as short as ``model.pt``; with ``configs/train.json`` the training ids too.
 - ``net_in_out``: ``monai.bundle.verify_net_in_out`` of ``network_def`` on the metadata's input shape (on CPU).
-- ``torchscript``: ``network_def`` exported with ``monai.bundle.ckpt_export`` (with ``models/model.pt`` when present,
-  else ``torch.jit.script`` of the untrained network), reloaded, and its output compared with the eager network's.
-  A search supernet (``TopologySearch``) is not scriptable by design: the network its architecture parameters decode
-  to (``decode_arch()`` -> ``DASTNet``, what the search exports) is checked instead, or SKIP without ``decode_arch``.
+- ``torchscript``: ``network_def`` exported with ``monai.bundle.ckpt_export`` *without* ``key_in_ckpt``, as the Model
+  Zoo's CI does (``models/model.pt`` must be a plain state dict; without it the untrained weights are exported),
+  reloaded, and its output compared with the eager network's. A search supernet (``TopologySearch``) is not
+  scriptable by design: the network its architecture parameters decode to (``decode_arch()`` -> ``DASTNet``, what
+  the search exports) is checked instead, or SKIP without ``decode_arch``.
+
+Which checks are the Model Zoo's (``ci/verify_bundle.py``) and which are this project's own: ``metadata``,
+``net_in_out`` and ``torchscript`` call MONAI's ``verify_metadata``, ``verify_net_in_out`` and ``ckpt_export``, as the
+Zoo's CI does; ``files`` and ``changelog`` restate the Zoo CI's necessary/preferred files and version-in-changelog
+rules (they live in the Zoo's ``ci/`` scripts, not in MONAI). The project adds: ``docs/README.md`` required,
+changelog newest entry, ``configs`` parse, ``large_files`` format (no empty url), ``monailabel``, and the
+eager-vs-TorchScript output comparison.
 
 Command line::
 
@@ -73,6 +81,7 @@ PROJECT_SCHEMA = "bundle_meta_schema.json"
 metadata is not available locally)."""
 REQUIRED_FILES = ("LICENSE", "configs/metadata.json", "docs/README.md")
 RECOMMENDED_FILES = ("configs/logging.conf", "docs/data_license.txt")
+PREFERRED_FILES = ("models/model.pt", "configs/inference.json")  # the Model Zoo CI's preferred_files_list
 _NETWORK_CONFIGS = ("inference.json", "inference.yaml", "train.json", "train.yaml", "search.json", "search.yaml")
 _OVERLAY_RE = re.compile(r"^(quick|multi_gpu_.*|metadata|monailabel_train)\.(json|ya?ml)$")
 _SHAPE_RE = re.compile(r"^\s*(\d+)\s*(\*\*\s*p)?\s*(\*\s*n)?\s*$")
@@ -130,7 +139,8 @@ def _metadata(root: Path) -> dict[str, Any] | None:
 
 
 def check_required_files(bundle_dir: str | os.PathLike) -> CheckResult:
-    """``LICENSE``, ``configs/metadata.json`` and ``docs/README.md`` exist and are not empty.
+    """``LICENSE``, ``configs/metadata.json`` and ``docs/README.md`` exist and are not empty; the Model Zoo's
+    preferred files (``models/model.pt``, ``configs/inference.json``) are named when missing.
 
     Args:
         bundle_dir: bundle root.
@@ -141,6 +151,10 @@ def check_required_files(bundle_dir: str | os.PathLike) -> CheckResult:
         return _fail("files", f"missing or empty: {', '.join(missing)} (required: {', '.join(REQUIRED_FILES)})")
     extra = [f for f in RECOMMENDED_FILES if not (root / f).is_file()]
     note = f"; recommended but missing: {', '.join(extra)}" if extra else ""
+    preferred = [f for f in PREFERRED_FILES if not (root / f).is_file()]
+    if preferred:
+        note += (f"; the Model Zoo's preferred {', '.join(preferred)} missing (a bundle without them goes on the "
+                 "Zoo CI's exclude_verify_preferred_files_list)")
     return _pass("files", f"{', '.join(REQUIRED_FILES)} present{note}")
 
 
@@ -177,16 +191,21 @@ def _find_schema(root: Path, url: str, schema: str | os.PathLike | None) -> Path
 
 
 def check_metadata(bundle_dir: str | os.PathLike, schema: str | os.PathLike | None = None) -> CheckResult:
-    """``configs/metadata.json`` against a JSON schema read from a local file (nothing is downloaded).
+    """``configs/metadata.json`` checked by MONAI's own ``monai.bundle.verify_metadata`` (the Model Zoo's check).
+
+    ``verify_metadata`` downloads the schema named in the metadata's ``schema`` field to ``filepath`` unless a file
+    is already there; a local schema is placed there first, so nothing is downloaded when one is found.
 
     Args:
         bundle_dir: bundle root.
         schema: the schema file. Default: the file named like the metadata's ``schema`` URL (e.g.
             ``meta_schema_20240725.json``) in ``<bundle_dir>/../schemas/`` (the repository's ``bundles/schemas/``),
-            else the project's own ``bundles/schemas/bundle_meta_schema.json``, which requires the same fields and
-            more.
+            else the project's own ``bundles/schemas/bundle_meta_schema.json`` (the official schema's required
+            fields and more), else the official schema is downloaded by MONAI (network needed).
     """
-    import jsonschema
+    import shutil
+
+    from monai.bundle import verify_metadata
 
     root = Path(bundle_dir)
     meta = _metadata(root)
@@ -196,22 +215,19 @@ def check_metadata(bundle_dir: str | os.PathLike, schema: str | os.PathLike | No
     if not isinstance(url, str) or not url:
         return _fail("metadata", "metadata has no 'schema' field (the URL of its JSON schema)")
     path = _find_schema(root, url, schema)
-    if path is None or not path.is_file():
-        where = path if path is not None else f"{root.parent / 'schemas'}/{url.rsplit('/', 1)[-1]}"
-        return _fail("metadata", f"schema {url} not available offline at {where} (nor {PROJECT_SCHEMA}); pass "
-                     "--schema FILE")
-    try:
-        schema_obj = json.loads(path.read_text(encoding="utf-8"))
-        validator_cls = jsonschema.validators.validator_for(schema_obj)
-        validator_cls.check_schema(schema_obj)
-    except (json.JSONDecodeError, jsonschema.SchemaError) as err:
-        return _fail("metadata", f"{path} is not a valid JSON schema: {str(err).splitlines()[0]}")
-    errors = sorted(validator_cls(schema_obj).iter_errors(meta), key=lambda e: list(e.absolute_path))
-    if errors:
-        msgs = [f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in errors[:10]]
-        more = f" (+{len(errors) - 10} more)" if len(errors) > 10 else ""
-        return _fail("metadata", f"{len(errors)} schema errors against {path.name}: " + "; ".join(msgs) + more)
-    return _pass("metadata", f"valid against {path.name} ({path})")
+    if path is not None and not path.is_file():
+        return _fail("metadata", f"schema file {path} does not exist")
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "schema.json"
+        if path is not None:
+            shutil.copyfile(path, target)
+        try:
+            verify_metadata(meta_file=str(root / "configs" / "metadata.json"), filepath=str(target))
+        except Exception as err:  # noqa: BLE001  any failure of the MONAI check is the finding
+            where = path.name if path is not None else url
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            return _fail("metadata", f"monai.bundle.verify_metadata against {where}: {first}")
+    return _pass("metadata", f"monai.bundle.verify_metadata: valid against {path if path else url}")
 
 
 def _version_key(v: str) -> tuple[int, ...]:
@@ -243,7 +259,7 @@ def check_changelog(bundle_dir: str | os.PathLike) -> CheckResult:
 
 
 def check_large_files(bundle_dir: str | os.PathLike) -> CheckResult:
-    """``large_files.yml``, when present, lists relative paths with Model Zoo keys.
+    """``large_files.yml``, when present, lists relative paths with Model Zoo keys and never an empty url.
 
     Args:
         bundle_dir: bundle root.
@@ -257,9 +273,9 @@ def check_large_files(bundle_dir: str | os.PathLike) -> CheckResult:
         entries = read_large_files(root)
     except ValueError as err:
         return _fail("large_files", str(err))
-    unpublished = [e["path"] for e in entries if not e["url"]]
-    note = f"; not yet published (url filled by the release): {', '.join(unpublished)}" if unpublished else ""
-    return _pass("large_files", f"{len(entries)} entries ({', '.join(e['path'] for e in entries)}){note}")
+    if not entries:
+        return _pass("large_files", "no weights published (large_files: [])")
+    return _pass("large_files", f"{len(entries)} entries ({', '.join(e['path'] for e in entries)}), each with a url")
 
 
 def _walk(obj: Any) -> Iterator[Any]:
@@ -474,11 +490,13 @@ def check_torchscript(
     ckpt_file: str | os.PathLike | None = None,
     atol: float = 1e-4,
 ) -> CheckResult:
-    """Export ``network_def`` to TorchScript, reload it and compare its output with the eager network's.
+    """MONAI's ``ckpt_export`` without ``key_in_ckpt`` (the Model Zoo's check), then the TorchScript file reloaded
+    and its output compared with the eager network's.
 
-    With a checkpoint (default ``models/model.pt`` when present) the export is MONAI's ``ckpt_export`` (weights
-    loaded, metadata and configs embedded); without, the untrained network is scripted with ``torch.jit.script``.
-    For a search supernet the decoded ``DASTNet`` is scripted (untrained) instead.
+    The weights are ``models/model.pt`` when present: it must be a plain state dict, as the Zoo's check loads it.
+    Without weights, the untrained network's state dict is exported (what the Zoo's CI does with
+    ``_produce_fake_weights``). For a search supernet, which MONAI does not script, the network its architecture
+    parameters decode to (``DASTNet``) is exported the same way.
 
     Args:
         bundle_dir: bundle root.
@@ -502,6 +520,8 @@ def check_torchscript(
     except Exception as err:  # noqa: BLE001
         return _fail("torchscript", f"cannot build network_def: {type(err).__name__}: {err}")
     prefix = ""
+    export_configs = [str(f) for f in config_files]
+    export_overrides: dict[str, Any] = dict(overrides)
     if _is_search_supernet(net):
         decoded = _decoded_network(net, parser.get("_meta_"))
         if decoded is None:
@@ -513,25 +533,43 @@ def check_torchscript(
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as tmp:
         ts_file = Path(tmp) / "model.ts"
-        try:
-            if ckpt.is_file():
+        if prefix:  # export the decoded network: a one-entry config whose network_def is that module
+            arch_json = Path(tmp) / "arch_code.json"
+            from dast_components.networks import save_arch
+
+            save_arch(arch_json, net.arch)
+            export_configs = [str(Path(tmp) / "decoded.json")]
+            fmt = parser.get("_meta_")["network_data_format"]
+            Path(export_configs[0]).write_text(json.dumps({"network_def": {
+                "_target_": "dast_components.networks.DASTNet", "arch": str(arch_json),
+                "in_channels": int(fmt["inputs"]["image"]["num_channels"]),
+                "num_classes": int(fmt["outputs"]["pred"]["num_channels"])}}))
+            export_overrides = {}
+        if ckpt.is_file():
+            try:
                 state = torch.load(ckpt, map_location="cpu", weights_only=True)
-                key = "model" if isinstance(state, Mapping) and "model" in state else ""
-                ckpt_export(
-                    net_id="network_def",
-                    filepath=str(ts_file),
-                    ckpt_file=str(ckpt),
-                    meta_file=str(meta_file),
-                    config_file=[str(f) for f in config_files],
-                    key_in_ckpt=key,
-                    bundle_root=str(root),
-                    **overrides,
-                )
-                net.load_state_dict(state[key] if key else state, strict=True)
-                how = f"ckpt_export with {ckpt.name}"
-            else:
-                torch.jit.save(torch.jit.script(net), str(ts_file))
-                how = "torch.jit.script (no models/model.pt)"
+            except Exception as err:  # noqa: BLE001
+                return _fail("torchscript", f"cannot read {ckpt} with torch.load(weights_only=True): {err}")
+            if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                keys = sorted(state)[:5] if isinstance(state, Mapping) else type(state).__name__
+                return _fail("torchscript", f"{ckpt.name} is not a plain state dict (top level: {keys}); the Model "
+                             "Zoo exports it with ckpt_export without key_in_ckpt, which needs one")
+            weights, how = ckpt, f"ckpt_export (no key_in_ckpt) with {ckpt.name}"
+        else:
+            weights = Path(tmp) / "untrained.pt"
+            torch.save(net.state_dict(), weights)
+            how = "ckpt_export (no key_in_ckpt) with the untrained network's weights (no models/model.pt)"
+        try:
+            net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+            ckpt_export(
+                net_id="network_def",
+                filepath=str(ts_file),
+                ckpt_file=str(weights),
+                meta_file=str(meta_file),
+                config_file=export_configs,
+                bundle_root=str(root),
+                **export_overrides,
+            )
             loaded = torch.jit.load(str(ts_file), map_location="cpu")
         except Exception as err:  # noqa: BLE001  any export failure is the finding
             return _fail("torchscript", f"export failed: {type(err).__name__}: {str(err).splitlines()[0]}")

@@ -26,6 +26,7 @@ from dast_components.inference import (
     load_network,
     read_checkpoint,
     read_intensity,
+    read_record,
 )
 
 __all__: list[str] = []
@@ -66,8 +67,15 @@ def test_missing_and_bad_files(tmp_path: Path) -> None:
     assert set(read_checkpoint(tmp_path / "bare.pt")) == {"model"}
     with pytest.raises(ValueError, match="intensity window"):
         read_intensity(tmp_path / "bare.pt")
-    _save(tmp_path / "w.pt", bare, {"lower": -10, "upper": 90})
+    _save(tmp_path / "w.pt", bare, {"lower": -10, "upper": 90})  # version 0.1.0: the window inside the checkpoint
     assert read_intensity(tmp_path / "w.pt") == {"lower": -10.0, "upper": 90.0}
+    # current: a plain state dict and the training record next to it, which wins
+    (tmp_path / "w.json").write_text('{"intensity": {"lower": -20, "upper": 80}, "fold": 1}')
+    assert read_intensity(tmp_path / "w.pt") == {"lower": -20.0, "upper": 80.0}
+    assert read_record(tmp_path / "bare.pt") == {} and read_record(tmp_path / "w.pt")["fold"] == 1
+    (tmp_path / "bare.json").write_text("[1]")
+    with pytest.raises(ValueError, match="JSON object"):
+        read_record(tmp_path / "bare.pt")
 
 
 def test_load_network_single_and_mismatch(tmp_path: Path) -> None:

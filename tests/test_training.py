@@ -13,6 +13,8 @@ intensity window of a training list."""
 
 from __future__ import annotations
 
+import json
+
 import csv
 import json
 import re
@@ -29,6 +31,7 @@ from dast_components.training import (
     CheckpointRecord,
     IterationValidation,
     TrainingLog,
+    WeightRecord,
     cache_memory_rate,
     check_patch_size,
     epochs_for_iterations,
@@ -64,6 +67,32 @@ def test_checkpoint_record_loads_weights_only(tmp_path: Path) -> None:
     other = CheckpointRecord()
     other.load_state_dict(loaded)
     assert other.state_dict() == record.state_dict()
+
+
+def test_weight_record_follows_the_checkpoint_saver(tmp_path: Path) -> None:
+    """The saver writes a plain state dict; the record lands next to it only when the weights were (re)written."""
+    net = torch.nn.Linear(2, 1)
+    evaluator = Engine(lambda engine, batch: None)
+    scores = iter([0.5, 0.4, 0.9])
+    evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(dice=next(scores)))
+    CheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_filename="model.pt",
+                    key_metric_name="dice").attach(evaluator)
+    record = WeightRecord(tmp_path, ["model.pt", None], intensity={"lower": -5.0, "upper": 95.0}, fold=0)
+    record.attach(evaluator)
+    evaluator.run([0])
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(state) == {"weight", "bias"}  # a plain state dict: what ckpt_export loads without key_in_ckpt
+    written = json.loads((tmp_path / "model.json").read_text())
+    assert written == {"weights": "model.pt", "intensity": {"lower": -5.0, "upper": 95.0}, "fold": 0}
+    (tmp_path / "model.json").unlink()
+    evaluator.run([0])  # worse score: weights unchanged, no record rewritten
+    assert not (tmp_path / "model.json").exists()
+    evaluator.run([0])  # better: new weights, new record
+    assert (tmp_path / "model.json").is_file()
+    with pytest.raises(ValueError, match=r"\.pt"):
+        WeightRecord(tmp_path, ["model.ts"])
+    with pytest.raises(TypeError):
+        WeightRecord(tmp_path, ["model.pt"], bad=object())
 
 
 def test_handlers_for_rank(tmp_path: Path) -> None:

@@ -63,6 +63,14 @@ def test_scale_from_checkpoint_follows_the_weight_file(tmp_path) -> None:
     # retrained weights with another window (a different size, so the change is seen whatever the clock)
     torch.save({"model": {"w": torch.zeros(3)}, "bundle": {"intensity": {"lower": -50.0, "upper": 50.0}}}, path)
     torch.testing.assert_close(scale({"image": image})["image"].flatten(), torch.tensor([0.4, 0.75, 1.0, 1.0]))
+    # current format: plain state dict + models/model.json; a rewritten record alone is seen too
+    plain = tmp_path / "plain.pt"
+    torch.save({"w": torch.zeros(3)}, plain)
+    (tmp_path / "plain.json").write_text('{"intensity": {"lower": 0.0, "upper": 100.0}}')
+    side = ScaleIntensityFromCheckpointd("image", checkpoint=plain)
+    torch.testing.assert_close(side({"image": image})["image"].flatten(), torch.tensor([0.0, 0.25, 1.0, 1.0]))
+    (tmp_path / "plain.json").write_text('{"intensity": {"lower": -50.0, "upper": 50.0}} ')
+    torch.testing.assert_close(side({"image": image})["image"].flatten(), torch.tensor([0.4, 0.75, 1.0, 1.0]))
     fixed = ScaleIntensityFromCheckpointd("image", checkpoint=tmp_path / "none.pt", window={"lower": 0, "upper": 200})
     torch.testing.assert_close(fixed({"image": image})["image"].flatten(), torch.tensor([0.0, 0.125, 0.5, 0.75]))
     with pytest.raises(ValueError, match="lower"):

@@ -15,9 +15,9 @@ tokens of its ``min(g, size)`` token grid, key = its input pooled to the ``min(1
 this module
 
 1. preprocesses it as the KiTS19 bundle does: RAS orientation, resampling to 1 mm (or the spacing recorded with
-   the weights), intensities scaled to [0, 1] by the training set's foreground percentiles (read from the weight
-   file's ``bundle`` record, a bundle config or an intensity JSON; if none is found, the volume's min/max is used
-   and a warning says so);
+   the weights), intensities scaled to [0, 1] by the training set's foreground percentiles (read from the training
+   record next to the weights, ``models/model.json``, a bundle config or an intensity JSON; if none is found, the
+   volume's min/max is used and a warning says so);
 2. runs one forward pass with forward hooks that keep each transformer op's input, then asks the op for its
    attention weights on that input (:meth:`~dast_components.networks.TransformerOp3D.attention_maps`, averaged over
    heads, shape ``(T queries, k_h, k_w, k_d)``, 512 x 16^3 at the paper's setting);
@@ -225,8 +225,8 @@ def load_bundle_network(
         ValueError: unreadable weights, or weights that do not fit the architecture.
 
     Returns:
-        ``(network, record)``; ``record`` is the ``"bundle"`` entry the training workflow stores with the weights
-        (intensity window, spacing, ...), or ``{}``.
+        ``(network, record)``; ``record`` is the training record stored next to the weights (``models/model.json``:
+        intensity window, spacing, ...; :func:`dast_components.inference.read_record`), or ``{}``.
     """
     root = Path(bundle_root)
     weights = Path(weights) if weights is not None else root / "models" / "model.pt"
@@ -239,7 +239,9 @@ def load_bundle_network(
         ckpt = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  any unpickling failure means "not a weight file"
         raise ValueError(f"cannot read {weights} with torch.load(weights_only=True): {err}") from None
-    record = dict(ckpt["bundle"]) if isinstance(ckpt, Mapping) and isinstance(ckpt.get("bundle"), Mapping) else {}
+    from dast_components.inference import read_record
+
+    record = read_record(weights)
     state = _state_dict(ckpt, weights)
     arch: ArchCode | Path
     if arch_file is not None:
@@ -288,7 +290,7 @@ def find_intensity(
 
     Args:
         bundle_root: the bundle folder.
-        record: the ``"bundle"`` record of the weight file (see :func:`load_bundle_network`).
+        record: the training record of the weight file (see :func:`load_bundle_network`).
 
     Returns:
         ``(window or None, where it was found)``.

@@ -63,10 +63,14 @@ def test_quick_training_writes_weights_and_log(trained: dict) -> None:
     assert sorted(p.name for p in models.glob("*.pt")) == ["model.pt", "model_fold0.pt"]
     assert not [p.name for p in models.iterdir() if ".tmp" in p.name], "temporary files left beside the weights"
     ckpt = torch.load(models / "model.pt", weights_only=True)
-    assert set(ckpt) == {"model", "bundle"}
-    window = ckpt["bundle"]["intensity"]
-    assert window["upper"] > window["lower"]
-    assert ckpt["bundle"]["fold"] == 0 and ckpt["bundle"]["patch_size"] == [32, 32, 32]
+    assert all(isinstance(v, torch.Tensor) for v in ckpt.values())  # a plain state dict (Model Zoo convention)
+    DASTNet(str(trained["arch"])).load_state_dict(ckpt, strict=True)
+    for name in ("model", "model_fold0"):  # the training record next to each weight file
+        record = json.loads((models / f"{name}.json").read_text())
+        assert record["weights"] == f"{name}.pt"
+        window = record["intensity"]
+        assert window["upper"] > window["lower"]
+        assert record["fold"] == 0 and record["patch_size"] == [32, 32, 32]
     rows = list(csv.DictReader(open(trained["bundle"] / "eval" / "training_log_fold0.csv")))
     validated = [r for r in rows if r.get("val_composite_dice")]
     assert rows and validated, "validation Dice must be logged during training"
@@ -107,6 +111,7 @@ def test_quick_inference_and_ensemble(trained: dict, tmp_path: Path) -> None:
     models = trained["bundle"] / "models"
     for k in range(1, 5):
         shutil.copy(models / "model_fold0.pt", models / f"model_fold{k}.pt")
+        shutil.copy(models / "model_fold0.json", models / f"model_fold{k}.json")
     try:
         start = time.monotonic()
         common = ["--dataset_dir", str(subset), "--sw_overlap", "0.0", *_common(trained)]
@@ -118,6 +123,7 @@ def test_quick_inference_and_ensemble(trained: dict, tmp_path: Path) -> None:
     finally:
         for k in range(1, 5):
             (models / f"model_fold{k}.pt").unlink()
+            (models / f"model_fold{k}.json").unlink()
     for case in ("00000", "00005"):
         image = nib.load(str(subset / f"case_{case}" / "imaging.nii.gz"))
         single = nib.load(str(tmp_path / "single" / f"prediction_{case}.nii.gz"))
@@ -134,14 +140,14 @@ def test_torchscript_export_matches_eager(trained: dict, tmp_path: Path) -> None
     ts = tmp_path / "model.ts"
     run_cli(
         ["ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file",
-         str(trained["bundle"] / "models" / "model.pt"), "--key_in_ckpt", "model",
+         str(trained["bundle"] / "models" / "model.pt"),  # no --key_in_ckpt: a plain state dict, as the Zoo's CI
          "--meta_file", config_path("metadata"), "--config_file", config_list("inference", "quick"),
          "--bundle_root", str(trained["bundle"]), "--arch_file", str(trained["arch"])],
         timeout=TIMEOUT,
     )
     scripted = torch.jit.load(str(ts), map_location="cpu").eval()
     eager = DASTNet(str(trained["arch"]))
-    eager.load_state_dict(torch.load(trained["bundle"] / "models" / "model.pt", weights_only=True)["model"])
+    eager.load_state_dict(torch.load(trained["bundle"] / "models" / "model.pt", weights_only=True))
     eager.eval()
     x = torch.rand(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -131,9 +131,10 @@ def test_missing_weights_say_how_to_get_them(tmp_path: Path, missing: str) -> No
     extra = {"ensemble": True} if missing != "model.pt" else {}
     if extra:
         (tmp_path / "models").mkdir()
-        state = {"model": DASTNet(str(arch)).state_dict(), "bundle": {"intensity": {"lower": 0.0, "upper": 1.0}}}
+        state = DASTNet(str(arch)).state_dict()
         for k in (0, 1, 2, 4):
             torch.save(state, tmp_path / "models" / f"model_fold{k}.pt")
+            (tmp_path / "models" / f"model_fold{k}.json").write_text('{"intensity": {"lower": 0.0, "upper": 1.0}}')
     workflow = ConfigWorkflow(
         config_file=[config_path("inference"), config_path("quick")],
         meta_file=config_path("metadata"),

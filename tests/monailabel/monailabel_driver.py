@@ -134,14 +134,12 @@ def _window(task: Any) -> list[float] | None:
 
 
 def _network_matches(task: Any, checkpoint: dict[str, Any]) -> bool:
-    """Whether the network the task holds for ``cpu`` has exactly the weights of ``checkpoint["model"]``."""
+    """Whether the network the task holds for ``cpu`` has exactly the weights of ``checkpoint`` (a state dict)."""
     import torch
 
     network = task._networks["cpu"][0]  # BasicInferTask's per-device cache: (network, mtime)
     state = network.state_dict()
-    return set(state) == set(checkpoint["model"]) and all(
-        torch.equal(state[k].cpu(), checkpoint["model"][k]) for k in state
-    )
+    return set(state) == set(checkpoint) and all(torch.equal(state[k].cpu(), checkpoint[k]) for k in state)
 
 
 def _infer(task: Any, datastore: Any, image_id: str) -> dict[str, Any]:
@@ -203,8 +201,9 @@ def drive(bundle: Path, studies: Path, max_epochs: int = 1, val_split: float = 0
     train(request, datastore)
     out["weights_after"] = _md5(model_pt)
     ckpt = torch.load(model_pt, map_location="cpu", weights_only=True)
-    out["checkpoint_keys"] = sorted(ckpt)
-    out["checkpoint_intensity"] = ckpt.get("bundle", {}).get("intensity")
+    out["checkpoint_plain"] = all(isinstance(v, torch.Tensor) for v in ckpt.values())
+    record = bundle / "models" / "model.json"
+    out["checkpoint_intensity"] = json.loads(record.read_text()).get("intensity") if record.is_file() else None
     logs = sorted((bundle / "eval").glob("training_log*.csv"))
     out["training_log"] = logs[0].read_text().splitlines() if logs else []
 

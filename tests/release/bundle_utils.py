@@ -11,8 +11,8 @@
 """A small, runnable copy of ``bundles/dast_kits19_seg`` for release and MONAI Label tests.
 
 The copy keeps every file of the bundle, adds a random (untrained) ``models/model.pt`` of the bundle's
-architecture at a small ``channel_mul`` in the checkpoint format ``train.json`` writes (``{"model", "bundle"}``
-with the intensity window), and an overlay ``tiny.json`` that sets the same ``channel_mul``. Used with
+architecture at a small ``channel_mul`` in the format ``train.json`` writes (a plain state dict, and the intensity
+window in ``models/model.json`` next to it), and an overlay ``tiny.json`` that sets the same ``channel_mul``. Used with
 ``configs/quick.json`` (32^3 patches, 1.5 mm) it runs on a CPU in seconds.
 """
 
@@ -33,7 +33,8 @@ INTENSITY = {"lower": -100.0, "upper": 300.0}
 
 
 def _ignore(folder: str, names: list[str]) -> set[str]:
-    skipped = {n for n in names if n in ("eval", "__pycache__") or n.endswith((".pt", ".ts"))}
+    skipped = {n for n in names if n in ("eval", "__pycache__") or n.endswith((".pt", ".ts"))
+               or n in ("model.json",) or (n.startswith("model_fold") and n.endswith(".json"))}
     return skipped
 
 
@@ -62,8 +63,10 @@ def make_tiny_kits19_bundle(parent: Path, seed: int = 0) -> tuple[Path, Path]:
         save_arch(arch, random_arch(num_blocks=3, num_depths=3, ops=ops, seed=seed, grid=2, num_heads=2))
     torch.manual_seed(seed)
     net = DASTNet(arch, in_channels=1, num_classes=3, channel_mul=TINY_CHANNEL_MUL)
-    record = {"intensity": dict(INTENSITY), "pixdim": [1.5, 1.5, 1.5], "fold": 0, "arch": net.arch.to_dict()}
-    torch.save({"model": net.state_dict(), "bundle": record}, dst / "models" / "model.pt")
+    record = {"weights": "model.pt", "intensity": dict(INTENSITY), "pixdim": [1.5, 1.5, 1.5], "fold": 0,
+              "arch": net.arch.to_dict()}
+    torch.save(net.state_dict(), dst / "models" / "model.pt")
+    (dst / "models" / "model.json").write_text(json.dumps(record, indent=4) + "\n")
     overlay = parent / "tiny.json"
     overlay.write_text(json.dumps({"channel_mul": TINY_CHANNEL_MUL}, indent=4) + "\n")
     return dst, overlay

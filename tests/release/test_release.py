@@ -50,17 +50,14 @@ def bundle(tmp_path: Path) -> Path:
     _write(root / "docs" / "README.md", "# toy\n")
     _write(root / "models" / "arch_code.json", '{"ops": []}\n')
     _write(root / "models" / "model.pt", b"weights-v1" * 100)
-    _write(root / "models" / "model_fold1.pt", b"fold1")  # a weight not listed: excluded, warned
-    _write(root / "models" / "model.ts", b"torchscript")
+    _write(root / "models" / "model.json", '{"intensity": {"lower": 0, "upper": 1}}')  # its training record: zipped
+    _write(root / "models" / "model.ts", b"torchscript")  # exported, not a trained weight: excluded, warned
     _write(root / "scripts" / "__pycache__" / "x.cpython-311.pyc", b"cache")
     _write(root / "scripts" / "helper.py", "X = 1\n")
     _write(root / "eval" / "predictions" / "p.nii.gz", b"output")
     _write(root / "configs" / "monailabel_train.json", "{}")
     _write(root / "train.log", "log")
-    _write(
-        root / "large_files.yml",
-        "large_files:\n  - path: models/model.pt\n    url: ''\n    hash_val: ''\n    hash_type: md5\n",
-    )
+    _write(root / "large_files.yml", "# nothing published yet\nlarge_files: []\n")
     return root
 
 
@@ -81,7 +78,8 @@ def test_reproducible_bytes(bundle: Path, tmp_path: Path) -> None:
 
 
 def test_zip_contents(bundle: Path, tmp_path: Path) -> None:
-    result = build_release(bundle, tmp_path / "out", weights_url="https://example.org/r/")
+    _write(bundle / "models" / "model_fold1.pt", b"fold1")
+    result = build_release(bundle, tmp_path / "out", weights_url="https://example.org/r/", include_code=False)
     with zipfile.ZipFile(result.zip_path) as zf:
         names = zf.namelist()
         infos = zf.infolist()
@@ -101,25 +99,40 @@ def test_zip_contents(bundle: Path, tmp_path: Path) -> None:
         "toy_bundle/large_files.yml",
         "toy_bundle/models/",
         "toy_bundle/models/arch_code.json",
+        "toy_bundle/models/model.json",
         "toy_bundle/scripts/",
         "toy_bundle/scripts/helper.py",
     }
     weight_md5 = hashlib.md5((bundle / "models" / "model.pt").read_bytes()).hexdigest()
-    assert large == {
-        "large_files": [
-            {
-                "path": "models/model.pt",
-                "url": "https://example.org/r/toy_bundle_v0.2.1_model.pt",
-                "hash_val": weight_md5,
-                "hash_type": "md5",
-            }
-        ]
+    assert large["large_files"][0] == {
+        "path": "models/model.pt",
+        "url": "https://example.org/r/toy_bundle_v0.2.1_model.pt",
+        "hash_val": weight_md5,
+        "hash_type": "md5",
     }
-    assert [w.name for w in result.weight_files] == ["toy_bundle_v0.2.1_model.pt"]
+    assert [e["path"] for e in large["large_files"]] == ["models/model.pt", "models/model_fold1.pt"]
+    assert [w.name for w in result.weight_files] == ["toy_bundle_v0.2.1_model.pt", "toy_bundle_v0.2.1_model_fold1.pt"]
     assert file_hash(result.weight_files[0]) == weight_md5
     assert result.source == "https://example.org/r/toy_bundle_v0.2.1.zip"
     # the bundle folder itself is untouched
-    assert read_large_files(bundle)[0]["url"] == ""
+    assert read_large_files(bundle) == []
+
+
+def test_code_travels_in_the_zip(bundle: Path, tmp_path: Path) -> None:
+    """The dast_components package is written into the zip, so the downloaded bundle imports it from its root."""
+    import dast_components
+
+    _write(bundle / "dast_components" / "stale.py", "X = 0\n")  # a downloaded bundle's own copy is replaced
+    result = build_release(bundle, tmp_path / "out", weights_url="https://example.org/r")
+    package = Path(dast_components.__file__).parent
+    expected = {f"toy_bundle/dast_components/{p.relative_to(package).as_posix()}" for p in package.rglob("*.py")
+                if "__pycache__" not in p.parts}
+    with zipfile.ZipFile(result.zip_path) as zf:
+        code = {n for n in zf.namelist() if n.startswith("toy_bundle/dast_components/") and not n.endswith("/")}
+        assert code == expected
+        assert zf.read("toy_bundle/dast_components/networks/nets.py") == (package / "networks" / "nets.py").read_bytes()
+        assert "toy_bundle/dast_components/networks/" in zf.namelist()
+    assert "dast_components/release.py" in result.files
 
 
 def test_model_info(bundle: Path, tmp_path: Path) -> None:
@@ -148,14 +161,20 @@ def test_model_info(bundle: Path, tmp_path: Path) -> None:
     assert updated["toy_bundle_v0.2.1"] == {"checksum": "new", "source": "s"}
 
 
-def test_missing_weights(bundle: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="without a url: pass --weights_url"):
-        build_release(bundle, tmp_path / "out")
-    (bundle / "models" / "model.pt").unlink()
-    with pytest.raises(ValueError, match="neither present in the bundle nor published"):
+def test_no_weights_published(bundle: Path, tmp_path: Path) -> None:
+    # without --weights_url nothing is published: the zip's large_files.yml says so, with an empty list, not an
+    # entry with an empty url (which stops `monai.bundle download_large_files` with "unknown url type")
+    result = build_release(bundle, tmp_path / "out")
+    assert result.large_files == [] and result.weight_files == [] and "large_files.yml" in result.files
+    with zipfile.ZipFile(result.zip_path) as zf:
+        text = zf.read("toy_bundle/large_files.yml").decode()
+    assert yaml.safe_load(text) == {"large_files": []}
+    assert "No trained weights are published" in text and "run training" in text
+    _write(bundle / "large_files.yml", "large_files:\n  - path: models/model.pt\n    url: ''\n")
+    with pytest.raises(ValueError, match="empty url"):
         build_release(bundle, tmp_path / "out", weights_url="https://x")
-    result = build_release(bundle, tmp_path / "out", weights_url="https://x", allow_missing=True)
-    assert result.large_files == [] and "large_files.yml" not in result.files
+    (bundle / "large_files.yml").unlink()  # a bundle without large_files.yml (the search) gets none
+    assert "large_files.yml" not in build_release(bundle, tmp_path / "out2").files
 
 
 def test_bad_inputs(bundle: Path, tmp_path: Path) -> None:
@@ -175,6 +194,7 @@ def test_cli(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     assert main([str(bundle), "--out", str(tmp_path / "cli"), "--weights_url", "file:///w"]) == 0
     out = capsys.readouterr().out
     assert "toy_bundle_v0.2.1.zip" in out and "upload" in out
+    _write(bundle / "configs" / "metadata.json", "{")
     assert main([str(bundle), "--out", str(tmp_path / "cli2")]) == 1
     assert "release failed" in capsys.readouterr().err
 

@@ -118,11 +118,14 @@ def test_good_bundle_passes(bundle: Path, capsys: pytest.CaptureFixture) -> None
 
 def test_torchscript_with_checkpoint(bundle: Path) -> None:
     net = torch.nn.Conv3d(1, 3, 1)
-    torch.save({"model": net.state_dict(), "bundle": {"note": "x"}}, bundle / "models" / "model.pt")
+    torch.save(net.state_dict(), bundle / "models" / "model.pt")  # plain state dict: ckpt_export without key_in_ckpt
     result = check_torchscript(bundle, [bundle / "configs" / "inference.json"])
-    assert result.status == "PASS" and "ckpt_export with model.pt" in result.detail
-    torch.save({"model": {"weight": torch.zeros(1)}}, bundle / "models" / "model.pt")  # does not fit the network
+    assert result.status == "PASS" and "ckpt_export (no key_in_ckpt) with model.pt" in result.detail
+    torch.save({"weight": torch.zeros(1)}, bundle / "models" / "model.pt")  # does not fit the network
     assert check_torchscript(bundle, [bundle / "configs" / "inference.json"]).status == "FAIL"
+    torch.save({"model": net.state_dict()}, bundle / "models" / "model.pt")  # nested: the Zoo's export cannot load it
+    result = check_torchscript(bundle, [bundle / "configs" / "inference.json"])
+    assert result.failed and "not a plain state dict" in result.detail
 
 
 def test_missing_files_and_bad_configs(bundle: Path) -> None:
@@ -182,8 +185,12 @@ def test_large_files(bundle: Path) -> None:
     (bundle / "large_files.yml").write_text("large_files:\n  - url: x\n")
     assert check_large_files(bundle).failed
     (bundle / "large_files.yml").write_text("large_files:\n  - path: models/model.pt\n    url: ''\n")
-    result = check_large_files(bundle)
-    assert result.status == "PASS" and "not yet published" in result.detail
+    result = check_large_files(bundle)  # an empty url stops `monai.bundle download_large_files`
+    assert result.failed and "empty url" in result.detail
+    (bundle / "large_files.yml").write_text("large_files: []\n")
+    assert "no weights published" in check_large_files(bundle).detail
+    (bundle / "large_files.yml").write_text("large_files:\n  - path: models/model.pt\n    url: https://x/m.pt\n")
+    assert check_large_files(bundle).status == "PASS"
 
 
 def test_network_failures(bundle: Path) -> None:

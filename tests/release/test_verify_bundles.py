@@ -33,7 +33,7 @@ def test_verify_kits19_bundle(tmp_path: Path) -> None:
     assert [r.line() for r in results if r.status != "PASS"] == []
     by_name = {r.name: r for r in results}
     assert "kidney=1, tumor=2" in by_name["monailabel"].detail
-    assert "ckpt_export with model.pt" in by_name["torchscript"].detail
+    assert "ckpt_export (no key_in_ckpt) with model.pt" in by_name["torchscript"].detail
 
 
 @pytest.mark.slow
