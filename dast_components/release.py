@@ -41,7 +41,7 @@ repository holds them once. (Not ``scripts/``: the package imports itself as ``d
 Command line::
 
     python -m dast_components.release BUNDLE_DIR --out DIR [--weights_url URL_BASE] [--source_url URL_BASE]
-        [--model_info FILE] [--hash_type md5|sha256] [--no_code]
+        [--model_info FILE] [--hash_type md5|sha256] [--repo_url URL [--repo_ref REF]] [--no_code]
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ __all__ = [
     "bundle_version",
     "file_hash",
     "main",
+    "absolute_doc_links",
     "package_files",
     "read_large_files",
     "update_model_info",
@@ -433,6 +434,49 @@ def _complete_large_files(
     return completed, copies
 
 
+_MD_LINK_RE = re.compile(r"(\]\()([^)\s#]+)(#[^)\s]*)?(\))")
+
+
+def absolute_doc_links(text: str, doc: PurePosixPath, repo_url: str | None, ref: str) -> tuple[str, list[str]]:
+    """Rewrite the Markdown links of a bundle doc that leave the bundle into absolute repository addresses.
+
+    A downloaded bundle holds only its own folder, so ``[README](../../../README.md#use)`` in
+    ``bundles/<name>/docs/README.md`` would point nowhere; it becomes ``<repo_url>/blob/<ref>/README.md#use``.
+    Links inside the bundle and absolute links are kept.
+
+    Args:
+        text: the Markdown text.
+        doc: the doc's path relative to the bundle root (``docs/README.md``).
+        repo_url: the repository's address (``https://github.com/<owner>/<repo>``); None leaves the text as it is.
+        ref: the git ref to link to (a tag such as ``v0.2.0``, or ``main``).
+
+    Returns:
+        ``(new_text, targets)``: the text and the repository paths of the links that leave the bundle.
+    """
+    outside: list[str] = []
+
+    def repl(match: re.Match) -> str:
+        target = match.group(2)
+        if "://" in target or target.startswith(("/", "mailto:")):
+            return match.group(0)
+        parts: list[str] = list(PurePosixPath("bundles/_b").parts) + list(doc.parent.parts)
+        for part in PurePosixPath(target).parts:
+            if part == "..":
+                if parts:
+                    parts.pop()
+            elif part != ".":
+                parts.append(part)
+        if parts[:2] == ["bundles", "_b"]:
+            return match.group(0)  # inside the bundle
+        path = "/".join(p for p in parts)
+        outside.append(path)
+        if repo_url is None:
+            return match.group(0)
+        return f"{match.group(1)}{repo_url.rstrip('/')}/blob/{ref}/{path}{match.group(3) or ''}{match.group(4)}"
+
+    return _MD_LINK_RE.sub(repl, text), outside
+
+
 def package_files(package_dir: str | os.PathLike = PACKAGE_DIR) -> dict[str, bytes]:
     """The source files of a Python package, for the release zip.
 
@@ -493,6 +537,8 @@ def build_release(
     model_info: str | os.PathLike | None = None,
     hash_type: str = "md5",
     include_code: bool = True,
+    repo_url: str | None = None,
+    repo_ref: str | None = None,
 ) -> ReleaseResult:
     """Build ``<out_dir>/<name>_v<version>.zip`` from a bundle folder and record it in ``model_info.json``.
 
@@ -509,6 +555,10 @@ def build_release(
             choice), ``sha1``, ``sha256`` or ``sha512``.
         include_code: write the ``dast_components`` package into the zip (``<name>/dast_components/``), so the
             downloaded bundle runs with only the packages its metadata lists. Defaults to True.
+        repo_url: the repository's address; links of ``docs/*.md`` that leave the bundle (``../../../README.md``)
+            become absolute links to it, so the docs of a downloaded bundle still lead somewhere. Without it such
+            links are kept and a warning names them.
+        repo_ref: the git ref those links use. Defaults to ``v<version>``.
 
     Returns:
         a :class:`ReleaseResult`.
@@ -552,6 +602,15 @@ def build_release(
     zip_entries: dict[str, bytes | None] = {f"{name}/": None}
     zip_entries.update({f"{name}/{d}/": None for d in folders})
     zip_entries.update({f"{name}/{f}": (root / f).read_bytes() for f in files})
+    for f in files:
+        if f.startswith("docs/") and f.endswith(".md"):
+            text, outside = absolute_doc_links(
+                (root / f).read_text(encoding="utf-8"), PurePosixPath(f), repo_url, repo_ref or f"v{version}"
+            )
+            if outside and repo_url is None:
+                logger.warning(f"{f} links outside the bundle ({', '.join(sorted(set(outside)))}), which a "
+                               "downloaded bundle lacks: pass --repo_url to make them absolute")
+            zip_entries[f"{name}/{f}"] = text.encode("utf-8")
     for rel, content in code.items():
         parts = rel.split("/")
         zip_entries.update({f"{name}/{'/'.join(parts[:i])}/": None for i in range(1, len(parts))})
@@ -617,6 +676,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--hash_type", default="md5", choices=_HASH_TYPES, help="[OPTIONAL] checksum type (md5)")
     parser.add_argument(
+        "--repo_url",
+        default=None,
+        help="[OPTIONAL] the repository's address (https://github.com/<owner>/<repo>): links of the bundle docs that "
+        "leave the bundle become absolute links to it (at --repo_ref); without it they would break once downloaded",
+    )
+    parser.add_argument("--repo_ref", default=None, help="[OPTIONAL] git ref of those links (default v<version>)")
+    parser.add_argument(
         "--no_code",
         action="store_true",
         help="[OPTIONAL] DANGER ZONE: leave the dast_components package out of the zip; the downloaded bundle then "
@@ -633,6 +699,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_info=args.model_info,
             hash_type=args.hash_type,
             include_code=not args.no_code,
+            repo_url=args.repo_url,
+            repo_ref=args.repo_ref,
         )
     except ValueError as err:
         print(f"release failed: {err}", file=sys.stderr)

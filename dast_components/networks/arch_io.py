@@ -18,6 +18,7 @@ Architecture files: the decoded architecture of a search, as human-readable JSON
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Sequence
@@ -231,9 +232,19 @@ def _load_pt(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001  DiNTS files hold numpy arrays: allow exactly numpy's array reconstruction
-        safe = [np.ndarray, np.dtype]
-        core = getattr(np, "_core", None) or np.core
-        safe.append(core.multiarray._reconstruct)
+        safe: list[Any] = [np.ndarray, np.dtype]
+        # the array reconstructor, under both of its names: numpy 2 pickles it as numpy._core.multiarray, numpy 1.x
+        # as numpy.core.multiarray (numpy 1.26 has a numpy._core stub without multiarray), and a file may come from
+        # either, so the one this numpy has is allowed under each name
+        reconstruct = None
+        for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
+            try:
+                reconstruct = importlib.import_module(module)._reconstruct
+                break
+            except (ImportError, AttributeError):
+                continue
+        if reconstruct is not None:
+            safe += [(reconstruct, f"{m}._reconstruct") for m in ("numpy._core.multiarray", "numpy.core.multiarray")]
         safe.extend(type(np.dtype(t)) for t in ("int64", "int32", "float64", "float32", "bool"))
         try:
             with torch.serialization.safe_globals(safe):

@@ -18,12 +18,13 @@ import os
 import shutil
 import subprocess
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
 
 from dast_components.release import (
+    absolute_doc_links,
     build_release,
     bundle_files,
     bundle_version,
@@ -210,3 +211,18 @@ def test_git_ignored_outputs_are_left_out(bundle: Path) -> None:
     assert "models/arch_code_iter000010.json" not in files
     assert "models/arch_code.json" in files  # tracked: kept although the pattern matches
     assert ".gitignore" in files and "models" in folders
+
+
+def test_doc_links_become_absolute(bundle: Path, tmp_path: Path) -> None:
+    _write(bundle / "docs" / "README.md", "[top](../../../README.md#use-in-monai-label), [pic](arch.png), "
+           "[cfg](../configs/train.json), [web](https://docs.monai.io/x) [code](../../../dast_components/verify.py)\n")
+    text, outside = absolute_doc_links((bundle / "docs" / "README.md").read_text(), PurePosixPath("docs/README.md"),
+                                       "https://github.com/o/r", "v0.2.1")
+    assert outside == ["README.md", "dast_components/verify.py"]
+    assert text == ("[top](https://github.com/o/r/blob/v0.2.1/README.md#use-in-monai-label), [pic](arch.png), "
+                    "[cfg](../configs/train.json), [web](https://docs.monai.io/x) "
+                    "[code](https://github.com/o/r/blob/v0.2.1/dast_components/verify.py)\n")
+    result = build_release(bundle, tmp_path / "out", repo_url="https://github.com/o/r", include_code=False)
+    with zipfile.ZipFile(result.zip_path) as zf:
+        assert zf.read("toy_bundle/docs/README.md").decode() == text
+    assert (bundle / "docs" / "README.md").read_text().startswith("[top](../../../README.md")  # source untouched
