@@ -68,10 +68,10 @@ def _run(venv: Path, args: list[str], cwd: Path, extras: bool = False) -> str:
     return proc.stdout + proc.stderr
 
 
-def _download(venv: Path, bundle: str, tmp: Path) -> Path:
+def _download(venv: Path, bundle: str, tmp: Path, folder: str = "downloads") -> Path:
     """Release zip of the repository's bundle, downloaded with the environment's MONAI into an empty folder."""
     result = build_release(REPO / "bundles" / bundle, tmp / "dist")
-    downloads = tmp / "downloads"
+    downloads = tmp / folder
     downloads.mkdir()
     _run(venv, ["-m", "monai.bundle", "download", "--name", bundle, "--url", result.zip_path.as_uri(),
                 "--bundle_dir", str(downloads)], cwd=tmp)
@@ -87,6 +87,18 @@ def test_environment_holds_only_the_metadata() -> None:
     meta = json.loads((REPO / "bundles" / "dast_kits19_seg" / "configs" / "metadata.json").read_text())
     assert set(meta["required_packages_version"]) <= installed | {"pyyaml"}
     assert "onnx" not in installed and "jsonschema" not in installed  # only in extras/, for the checks
+
+
+def test_kits19_zoo_checks_unmodified(tmp_path: Path) -> None:
+    """The Zoo CI's checks exactly as it runs them on configs/inference.json (full-size network), with the untrained
+    weights its CI produces when a bundle has none (no weights are published yet)."""
+    venv = _env("dast_kits19_seg")
+    root = _download(venv, "dast_kits19_seg", tmp_path)
+    out = _run(venv, [str(HERE / "zoo_checks.py"), str(root.parent), root.name, "--schema",
+                      str(REPO / "bundles" / "schemas" / "bundle_meta_schema.json"), "--fake_weights"], cwd=tmp_path,
+               extras=True)
+    for step in ("directory", "version and changelog", "metadata format", "data shape", "torchscript"):
+        assert f"{step}: verified" in out, out
 
 
 def test_kits19_bundle_from_the_zip(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ of a small network), and ``--exclude_preferred`` / ``--exclude_network`` play th
 Usage::
 
     python zoo_checks.py MODELS_DIR BUNDLE_NAME --schema FILE [--config configs/inference.json ...]
-        [--override KEY=PYTHON_LITERAL ...] [--exclude_preferred] [--exclude_network]
+        [--override KEY=PYTHON_LITERAL ...] [--exclude_preferred] [--exclude_network] [--fake_weights]
 
 Prints one line per check and exits non-zero at the first failure.
 """
@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--override", action="append", default=[])
     parser.add_argument("--exclude_preferred", action="store_true")
     parser.add_argument("--exclude_network", action="store_true")
+    parser.add_argument("--fake_weights", action="store_true",
+                        help="without models/model.pt, save the untrained network's state dict there first (the Zoo "
+                        "CI's _produce_fake_weights)")
     args = parser.parse_args(argv)
 
     bundle_path = os.path.join(args.models_dir, args.bundle)
@@ -59,6 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     if any(os.path.exists(os.path.join(bundle_path, f"large_files.{s}")) for s in ("yml", "yaml", "json")):
         download_large_files(bundle_path=bundle_path)
         print("large files: downloaded")
+    configs = [os.path.join(bundle_path, c) for c in (args.config or ["configs/inference.json"])]
+    model_pt = os.path.join(bundle_path, "models", "model.pt")
+    if args.fake_weights and not os.path.exists(model_pt):
+        from monai.bundle import ConfigParser
+
+        fake = ConfigParser()
+        fake.read_config(f=configs)
+        fake.read_meta(f=os.path.join(bundle_path, "configs/metadata.json"))
+        fake["bundle_root"] = bundle_path
+        torch.save(fake.get_parsed_content("network_def").state_dict(), model_pt)
+        print("fake weights: saved")
     for file in ("configs/metadata.json", "LICENSE"):
         if not os.path.exists(os.path.join(bundle_path, file)):
             raise ValueError(f"necessary file {file} is not existing.")
@@ -80,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     print("metadata format: verified")
     if args.exclude_network:
         return 0
-    configs = [os.path.join(bundle_path, c) for c in (args.config or ["configs/inference.json"])]
     overrides = {}
     for item in args.override:
         key, value = item.split("=", 1)
@@ -92,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                       **overrides)
     print("data shape: verified")
     ts_file = os.path.join(bundle_path, "models", "verify_model.ts")
-    ckpt_export(net_id="network_def", filepath=ts_file, ckpt_file=os.path.join(bundle_path, "models", "model.pt"),
+    ckpt_export(net_id="network_def", filepath=ts_file, ckpt_file=model_pt,
                 meta_file=meta_file, config_file=configs, bundle_root=bundle_path, **overrides)
     torch.jit.load(ts_file)
     print("torchscript: verified")
