@@ -42,6 +42,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 TIMEOUT = 1500
+REPO_URL = "https://example.org/dast-bundles"  # stands in for the repository's address given to the release
 
 
 def _env(bundle: str) -> Path:
@@ -70,13 +71,15 @@ def _run(venv: Path, args: list[str], cwd: Path, extras: bool = False) -> str:
 
 def _download(venv: Path, bundle: str, tmp: Path, folder: str = "downloads") -> Path:
     """Release zip of the repository's bundle, downloaded with the environment's MONAI into an empty folder."""
-    result = build_release(REPO / "bundles" / bundle, tmp / "dist")
+    result = build_release(REPO / "bundles" / bundle, tmp / "dist", repo_url=REPO_URL)
     downloads = tmp / folder
     downloads.mkdir()
     _run(venv, ["-m", "monai.bundle", "download", "--name", bundle, "--url", result.zip_path.as_uri(),
                 "--bundle_dir", str(downloads)], cwd=tmp)
     root = downloads / bundle
     assert (root / "dast_components" / "networks" / "nets.py").is_file()  # the code came with the zip
+    docs = (root / "docs" / "README.md").read_text()
+    assert f"]({REPO_URL}/blob/" in docs and "](../" not in docs  # its links into the repository are absolute
     return root
 
 
