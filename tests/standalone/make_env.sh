@@ -11,6 +11,7 @@
 # Usage: tests/standalone/make_env.sh BUNDLE_DIR VENV_DIR     (PYTHON=python3 may be set)
 # Rerunning is cheap: the environment is rebuilt only when this script or the bundle's metadata changes.
 set -euo pipefail
+unset PYTHONPATH PYTHONHOME VIRTUAL_ENV  # nothing of the calling environment (e.g. this repository) may leak in
 
 BUNDLE="$1"
 VENV="$2"

@@ -48,8 +48,9 @@ REPO_URL = "https://example.org/dast-bundles"  # stands in for the repository's 
 def _env(bundle: str) -> Path:
     folder = Path(os.environ.get("DAST_BUNDLE_VENV_DIR", REPO))
     venv = folder / f".venv-bundle-{bundle.removeprefix('dast_')}"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     proc = subprocess.run(["bash", str(HERE / "make_env.sh"), str(REPO / "bundles" / bundle), str(venv)],
-                          capture_output=True, text=True, timeout=3000)
+                          capture_output=True, text=True, timeout=3000, env=env)
     if proc.returncode != 0:
         raise AssertionError(f"make_env.sh failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return venv
