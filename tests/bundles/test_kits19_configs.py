@@ -176,7 +176,8 @@ def test_intensity_override_is_one_pair_everywhere(workspace: dict[str, str], co
     if configs == ["train"]:
         scale = parser.get_parsed_content("train#deterministic_transforms")[4]
         assert (scale.scaler.a_min, scale.scaler.a_max) == (-100.0, 300.0)
-        assert parser.get_parsed_content("checkpoint_record").values["intensity"] == {"lower": -100.0, "upper": 300.0}
+        record = [h for h in parser.get_parsed_content("validate#handlers") if type(h).__name__ == "WeightRecord"]
+        assert record[0].values["intensity"] == {"lower": -100.0, "upper": 300.0}  # written next to the weights
     else:
         key = "validate#preprocessing" if "evaluate" in configs else "preprocessing"
         scale = parser.get_parsed_content(key).transforms[4]
