@@ -117,7 +117,7 @@ def test_iteration_validation_counts_iterations(batches: list, epochs: int, inte
 
     seen: list[int] = []
     trainer = Engine(lambda e, b: None)
-    evaluator = Evaluator(device="cpu", val_data_loader=[0], iteration_update=lambda e, b: seen.append(
+    evaluator = Evaluator(device="cpu", val_data_loader=[0], epoch_length=1, iteration_update=lambda e, b: seen.append(
         trainer.state.iteration))
     IterationValidation(interval=interval, validator=evaluator).attach(trainer)
     trainer.run(batches, max_epochs=epochs)
