@@ -414,7 +414,7 @@ def _markdown(records: Sequence[dict[str, Any]], summary: dict[str, Any], settin
     text += markdown_table(["component", "estimate - measured MiB"], diff_rows)
     text += (
         f"\nMedian rise of the peak above the end-of-forward level (loss temporaries, backward working set, "
-        f"gradients): {s['median_rise_after_forward_mib']} MiB; the estimate's workspace term (two full-resolution "
+        f"gradients): {s['median_rise_after_forward_mib']} MiB; the estimate's workspace term (three full-resolution "
         f"copies of the first depth's channels) is {s['median_estimated_workspace_mib']} MiB and its gradient term "
         f"is part of the parameter term.\n"
     )

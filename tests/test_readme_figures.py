@@ -16,6 +16,9 @@ figure) or says "paper". Each number of the
 value cell must appear in one of the cited files, at the precision the README prints it (``22.9`` matches
 ``22.868``; ``0.80x`` matches ``0.8``). The markdown results files are written by the same run as their JSON; the
 test also regenerates them from the JSON where the benchmark module can, so a hand edit of either shows up.
+
+Limits: a figure is looked up among all numbers of its file, not at its place in a table, so a wrong figure that
+happens to equal another number of the same file passes; settings in the ``what`` column are not checked.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ import pytest
 __all__: list[str] = []
 
 ROOT = Path(__file__).resolve().parents[1]
-FILE_RE = re.compile(r"(?:benchmarks/results/[\w.]+\.(?:md|json)|bundles/[\w/]+\.(?:md|json)|dast_components/[\w/]+\.py)")
+FILE_RE = re.compile(
+    r"(?:benchmarks/results/[\w.]+\.(?:md|json)|bundles/[\w/]+\.(?:md|json)|dast_components/[\w/]+\.py)"
+)
 NUMBER_RE = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
 
 
@@ -47,14 +52,29 @@ def _numbers(text: str) -> list[str]:
     return [n.replace(",", "") for n in NUMBER_RE.findall(text)]
 
 
+def _decimals(number: str) -> int:
+    return len(number.split(".")[1]) if "." in number else 0
+
+
 def _matches(quoted: str, candidates: list[str]) -> bool:
-    decimals = len(quoted.split(".")[1]) if "." in quoted else 0
+    """``quoted`` is ``candidate`` rounded to the decimals the README prints; a candidate must carry at least those
+    decimals (``1.000`` does not match a bare ``1``) and an integer quote matches only the same integer."""
+    decimals = _decimals(quoted)
     target = float(quoted)
     for c in candidates:
-        value = float(c)
-        if round(value, decimals) == target or (decimals == 0 and round(value) == target):
+        if decimals == 0:
+            if _decimals(c) == 0 and float(c) == target:
+                return True
+        elif _decimals(c) >= decimals and round(float(c), decimals) == target:
             return True
     return False
+
+
+def test_matching_is_strict_about_precision():
+    assert _matches("21.0", ["21.0178"]) and _matches("7.85", ["7.8458"]) and _matches("5040", ["5040"])
+    assert not _matches("1.000", ["1", "0.976"])
+    assert not _matches("12", ["12.3"])
+    assert not _matches("0.81", ["0.823"])
 
 
 README_ROWS = _results_rows((ROOT / "README.md").read_text())

@@ -116,7 +116,9 @@ class ArchCode:
 
     def transformer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the transformer op memory model."""
-        return {"grid": self.grid, "num_layers": self.num_layers, "mlp_ratio": self.mlp_ratio}
+        return {
+            "grid": self.grid, "num_heads": self.num_heads, "num_layers": self.num_layers, "mlp_ratio": self.mlp_ratio
+        }
 
     def monai_arch_code(self) -> list[np.ndarray]:
         """``[arch_code_a, arch_code_c]`` as numpy arrays, the form MONAI's ``TopologyInstance`` takes."""

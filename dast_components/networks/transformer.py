@@ -10,7 +10,7 @@
 # limitations under the License.
 """DAST transformer cell operation: projector, encoder-decoder transformer, segmentation attention, reverse projector.
 
-Paper: He et al., "DAST: Differentiable Architecture Search with Transformer for 3D Medical Image Segmentation",
+Paper: Yang et al., "DAST: Differentiable Architecture Search with Transformer for 3D Medical Image Segmentation",
 MICCAI 2022 (https://arxiv.org/abs/2208.03464), section "Transformer" and Eq. 1-3.
 """
 
@@ -319,8 +319,7 @@ def adaptive_average_pool3d(x: torch.Tensor, size: List[int]) -> torch.Tensor:
     length ``n`` averages input indices ``floor(i n / t) .. ceil((i + 1) n / t) - 1``), so every input voxel reaches
     at least one output cell. Written as products with ``(t, n)`` pooling matrices because the ONNX exporter
     accepts adaptive pooling only when ``t`` divides ``n`` (a 20^3 feature map pooled to 8^3 fails), while matrix
-    products export for every size. Backward saves only the pooling matrices and the two reduced intermediates,
-    nothing of input size.
+    products export for every size. Backward saves only the three pooling matrices, nothing of input size.
 
     Args:
         x: ``(B, C, H, W, D)``.
@@ -371,11 +370,14 @@ class TransformerOp3D(nn.Module):
       backward; it is written as matrix products (:func:`adaptive_average_pool3d`) so ONNX export works for any size.
     - *Never more tokens than voxels.* Along an axis shorter than ``g`` each voxel is one token (no upsampling
       before attention); the position map and the query embedding are pooled to that grid the same way.
-    - *Learned reverse step.* The 1x1x1 conv commutes with trilinear interpolation (both are linear and the
-      interpolation weights sum to one), so conv-then-upsample is the same function as upsample-then-conv at
-      ``H W D / T`` times fewer FLOPs and without a full-resolution tensor saved for the conv; the norm (instance
-      norm by default, with a learned affine) then acts at the output resolution, where it keeps one
-      output-sized tensor for backward. This is the op's only full-resolution memory.
+    - *Reverse step.* The 1x1x1 conv (no bias) commutes with trilinear interpolation (both are linear), so
+      conv-then-upsample is the same function as upsample-then-conv at ``H W D / T`` times fewer FLOPs and without
+      a full-resolution tensor saved for the conv; the norm (instance norm by default, with a learned affine) then
+      acts at the output resolution, where it keeps one output-sized tensor for backward. This is the op's only
+      full-resolution memory. Known limit: the conv directly follows the attention's output projection, so the
+      two are one linear map (the conv adds no expressiveness); a non-degenerate learned step (a norm or a
+      spatial kernel between them) changes the memory model and every figure derived from it, and is left to
+      the next revision.
     - *Key grid.* The paper's maps are 512 x 4096: keys come from the op input pooled to at most 16^3, not from
       the encoder tokens, so A relates each token to the input at a finer grid than the tokens.
 
@@ -385,7 +387,7 @@ class TransformerOp3D(nn.Module):
 
     Memory: :meth:`estimate_saved_elements` gives the float elements saved for backward per batch item for a given
     input size; ``self.ram_cost`` holds it in MONAI's units (elements per output element) for a ``(2 * grid)^3``
-    input, which is only a placeholder for ``TopologySearch``: the cost of a transformer does not scale with
+    input, which is only a placeholder for ``TopologySearch``: the cost of a transformer is not proportional to
     ``H * W * D``, so use :meth:`ram_cost_for` with the real patch size.
 
     Args:
@@ -609,10 +611,11 @@ class TransformerOp3D(nn.Module):
 
         A few tensors do not scale with the batch and are added divided by ``batch_size``: the pooling matrices
         (``sum(t_i * n_i)`` per pooled tensor) and, when the input is smaller than the grid, the pooled query
-        embedding (``T C``). They are below 2% of the total for every size from 6^3 up.
+        embedding (``T C``). They are at most about 2.4% of the total (at 6^3 and 7^3, batch 1), less above.
 
         Assumes dropout 0 and a fused attention kernel: with dropout in training, CPU attention falls back to the
-        explicit path, which keeps ``heads * T * K`` weights per attention (plus dropout masks).
+        math kernel of ``scaled_dot_product_attention``, which keeps ``heads * T * K`` weights per attention (plus
+        dropout masks).
 
         Args:
             channels: token dimension ``C`` (the op's channels).
