@@ -15,7 +15,7 @@ Timing: every measurement is a warm-up followed by several repeats; the median w
 process CPU time (all threads) is recorded beside it because the machines these run on are shared and a busy
 neighbour stretches wall time more than CPU time. ``os.getloadavg()`` is stored before and after each script.
 
-Peak memory (DESIGN.md section 4): on CUDA ``torch.cuda.max_memory_allocated`` after a reset; on CPU the maximum
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` after a reset; on CPU the maximum
 running total of the allocator events that ``torch.profiler.profile(profile_memory=True)`` records (it agrees with
 the kernel's peak RSS), added to the bytes already live when the measured call starts, which the caller names.
 """

@@ -21,8 +21,9 @@ Checks, in order:
 - ``changelog``: ``version`` is listed in ``changelog`` and is its newest entry.
 - ``large_files``: ``large_files.yml``, when present, is in Model Zoo format.
 - ``monailabel``: with ``configs/inference.json``, the facts MONAI Label 0.8.5's ``monaibundle`` app relies on
-  (DESIGN section 4): ids, no ``_meta_`` references, ``image``/``pred`` keys, ``channel_def``, no plain ``Spacingd``,
-  no other ``models/*.pt`` name as short as ``model.pt``; with ``configs/train.json`` the training ids too.
+  (read from its 0.8.5 source and checked by the MONAI Label test): ids, no ``_meta_`` references,
+  ``image``/``pred`` keys, ``channel_def``, no plain ``Spacingd``, no other ``models/*.pt`` name as short as
+  ``model.pt``; with ``configs/train.json`` the training ids too.
 - ``net_in_out``: ``monai.bundle.verify_net_in_out`` of ``network_def`` on the metadata's input shape (on CPU).
 - ``torchscript``: ``network_def`` exported with ``monai.bundle.ckpt_export`` *without* ``key_in_ckpt``, as the Model
   Zoo's CI does (``models/model.pt`` must be a plain state dict; without it the untrained weights are exported),
@@ -305,7 +306,7 @@ def _has_id(config: Any, id_: str) -> bool:
 
 
 def check_monailabel(bundle_dir: str | os.PathLike) -> CheckResult:
-    """The bundle meets what MONAI Label 0.8.5's ``monaibundle`` app needs (DESIGN section 4).
+    """The bundle meets what MONAI Label 0.8.5's ``monaibundle`` app needs (see the module docstring).
 
     Args:
         bundle_dir: bundle root.

@@ -11,7 +11,7 @@
 """Foreground intensity percentiles of a training set, for intensity scaling.
 
 The paper scales CT intensities to [0, 1] from the 5th and 95th percentile of all foreground voxels of the
-training set (DESIGN.md section 2). Here foreground means ``label > 0`` and voxels are used as stored, without
+training set (paper, implementation details). Here foreground means ``label > 0`` and voxels are used as stored, without
 resampling to 1 mm: the percentiles then weight each case by its stored voxel count rather than by its physical
 foreground volume, which for CT with similar slice spacing barely moves them. To bound memory for hundreds of
 volumes, at most ``max_voxels_per_case`` foreground voxels per case are drawn (seeded, without replacement) before

@@ -10,7 +10,7 @@
 # limitations under the License.
 """Small CT-like abdominal phantoms with kidney/tumor labels, written in the MSD or the KiTS19 layout.
 
-Real CT cannot be downloaded here, so every workflow can run end to end on these instead (DESIGN.md section 6).
+Real CT cannot be downloaded here, so every workflow can run end to end on these instead.
 A phantom is an axial body cross-section extruded along the slices: air (-1000 HU), subcutaneous fat (-100 HU),
 soft tissue (~40 HU), a spine posterior (cancellous ~400 HU inside a cortical ~900 HU shell, discs ~90 HU),
 two kidneys left and right of the spine (~150 HU, label 1) and a tumor (80-120 HU, label 2) inside or at the edge

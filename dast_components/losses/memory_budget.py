@@ -12,7 +12,8 @@
 Memory-budget loss of the architecture search that sees op choice as well as topology.
 
 MONAI's ``TopologySearch.get_ram_cost_usage(full=True)`` keeps the op softmax in the reference, so the ratio
-``usage / full`` barely depends on which op a path picks (DESIGN.md section 3). Here ``full`` is a fixed reference:
+``usage / full`` barely depends on which op a path picks (measured on MONAI 1.6.1: its gradient to the op
+logits is ~80x smaller than to the path logits). Here ``full`` is a fixed reference:
 every path on, each with its costliest op, so choosing a cheaper op lowers the ratio as much as dropping a path.
 """
 

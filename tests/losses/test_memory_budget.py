@@ -44,7 +44,7 @@ def test_gradient_reaches_op_logits_comparably():
     space = DASTSearchSpace(channel_mul=0.25, num_blocks=2, num_depths=3, grid=4)
     MemoryBudgetLoss(space, (64, 64, 64), memory_lambda=0.1)().backward()
     grad_a, grad_c = space.log_alpha_a.grad.abs().mean(), space.log_alpha_c.grad.abs().mean()
-    assert grad_c > 0.1 * grad_a  # MONAI's estimate gives ~1/80 (DESIGN.md section 3)
+    assert grad_c > 0.1 * grad_a  # MONAI's estimate gives ~1/80 (measured, MONAI 1.6.1)
 
 
 def test_bad_values():
