@@ -25,6 +25,7 @@ from benchmarks.memory_estimate import (
     pick_archs,
 )
 from dast_components.networks import DASTNet, random_arch
+from dast_components.search.sweep import depth_counts
 
 PATCH = (16, 16, 16)
 
@@ -71,12 +72,7 @@ def test_pick_archs_cycles_settings_and_keeps_transformers():
     assert [(a.num_depths, a.channel_mul) for a in archs] == [(2, 0.25), (3, 0.5), (2, 0.25), (3, 0.5)]
     assert all(a.op_counts()["transformer"] > 0 for a in archs)
     # a transformer on an active path at every depth
-    for a in archs:
-        path_depth = [d for d in range(a.num_depths) for _ in range(3)][1:-1]
-        t = a.ops.index("transformer")
-        depths = {path_depth[p] for b in range(a.num_blocks) for p in range(len(path_depth))
-                  if a.arch_code_a[b][p] and a.arch_code_c[b][p] == t}
-        assert depths == set(range(a.num_depths))
+    assert all(min(depth_counts(a)) > 0 for a in archs)
     assert len({a.provenance["seed"] for a in archs}) == 4
 
 
