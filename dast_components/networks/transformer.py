@@ -359,8 +359,8 @@ class TransformerOp3D(nn.Module):
        and key/value = the op input pooled to the key grid ``k = min(key_grid, size)`` per axis (16^3 = 4096
        positions by default), LayerNorm'd, with an output projection and **no residual**.
        :meth:`attention_maps` returns its weights, ``(B, T, k_h, k_w, k_d)`` (512 x 4096 at the paper's setting).
-    4. Reverse projector: tokens -> ``(C, t_h, t_w, t_d)`` -> learned 1x1x1 conv -> trilinear upsampling to
-       ``(H, W, D)`` -> norm at the output resolution.
+    4. Reverse projector: LayerNorm of the tokens -> ``(C, t_h, t_w, t_d)`` -> learned 1x1x1 conv -> trilinear
+       upsampling to ``(H, W, D)`` -> norm at the output resolution.
 
     Why these choices (they decide what the op costs, and so where the memory budget puts it):
 
@@ -370,14 +370,13 @@ class TransformerOp3D(nn.Module):
       backward; it is written as matrix products (:func:`adaptive_average_pool3d`) so ONNX export works for any size.
     - *Never more tokens than voxels.* Along an axis shorter than ``g`` each voxel is one token (no upsampling
       before attention); the position map and the query embedding are pooled to that grid the same way.
-    - *Reverse step.* The 1x1x1 conv (no bias) commutes with trilinear interpolation (both are linear), so
-      conv-then-upsample is the same function as upsample-then-conv at ``H W D / T`` times fewer FLOPs and without
-      a full-resolution tensor saved for the conv; the norm (instance norm by default, with a learned affine) then
-      acts at the output resolution, where it keeps one output-sized tensor for backward. This is the op's only
-      full-resolution memory. Known limit: the conv directly follows the attention's output projection, so the
-      two are one linear map (the conv adds no expressiveness); a non-degenerate learned step (a norm or a
-      spatial kernel between them) changes the memory model and every figure derived from it, and is left to
-      the next revision.
+    - *Reverse step.* A LayerNorm on the tokens, then a 1x1x1 conv (no bias). The LayerNorm matters: without it
+      the conv would directly follow the attention's output projection and the two would be one linear map (the
+      conv would add nothing); normalised per token, the conv is a learned step of its own. The conv commutes with
+      trilinear interpolation (both are linear), so conv-then-upsample is the same function as
+      upsample-then-conv at ``H W D / T`` times fewer FLOPs and without a full-resolution tensor saved for the
+      conv; the output norm (instance norm by default, with a learned affine) then acts at the output resolution,
+      where it keeps one output-sized tensor for backward. This is the op's only full-resolution memory.
     - *Key grid.* The paper's maps are 512 x 4096: keys come from the op input pooled to at most 16^3, not from
       the encoder tokens, so A relates each token to the input at a finer grid than the tokens.
 
@@ -471,6 +470,7 @@ class TransformerOp3D(nn.Module):
         self.decoder_norm = nn.LayerNorm(in_channels)
         self.key_norm = nn.LayerNorm(in_channels)
         self.seg_attn = MultiHeadAttention(in_channels, num_heads=self.num_heads, dropout=dropout)
+        self.reverse_norm = nn.LayerNorm(in_channels)  # keeps the conv from folding into seg_attn.out_proj
         self.reverse_projector = nn.Conv3d(in_channels, in_channels, kernel_size=1, bias=False)  # a norm follows
         self.output_norm = get_norm_layer(name=norm_name, spatial_dims=3, channels=in_channels)
         self.ram_cost = self.ram_cost_for((2 * grid,) * 3)
@@ -535,7 +535,7 @@ class TransformerOp3D(nn.Module):
 
     def _reverse_project(self, tokens: torch.Tensor, tokens_size: List[int], spatial_size: List[int]) -> torch.Tensor:
         """``(B, T, C)`` tokens on the grid ``tokens_size`` -> ``(B, C, H, W, D)``."""
-        y = tokens.transpose(1, 2).reshape(
+        y = self.reverse_norm(tokens).transpose(1, 2).reshape(
             tokens.shape[0], self.in_channels, tokens_size[0], tokens_size[1], tokens_size[2]
         )
         y = self.reverse_projector(y)
@@ -597,14 +597,14 @@ class TransformerOp3D(nn.Module):
         (``t = min(grid, size)`` per axis), ``K`` keys (``min(key_grid, size)`` per axis), ``V = H W D``,
         ``n = num_layers``, FFN width ``F`` and ``h`` heads::
 
-            T * ((8 + 22 n) C + 4 n F + 9 + 10 n + (3 n + 1) h)     # N = 8 + 22 n + 4 n F / C: 38 for n = 1, F = 2C
+            T * ((9 + 22 n) C + 4 n F + 11 + 10 n + (3 n + 1) h)    # N = 9 + 22 n + 4 n F / C: 39 for n = 1, F = 2C
             + K * (4 C + 2)                                          # pooled keys, their LayerNorm, k and v
             + V * C + 3 C                                            # output norm input and its statistics
 
         per layer: encoder 8 + 2r token tensors (LayerNorm inputs/outputs, q, k, v, attention output, FFN hidden
         twice), decoder 14 + 2r (two attention blocks); once: projector input (``C + 3`` channels) and its
-        LayerNorm 2, encoder norm 1, decoder norm 1, attention A query and output 2, reverse projector conv input
-        1. Per token: LayerNorm mean/rstd (``6 + 10 n``), the 3 position channels, and the attention
+        LayerNorm 2, encoder norm 1, decoder norm 1, attention A query and output 2, reverse LayerNorm output
+        (the conv's input) 1. Per token: LayerNorm mean/rstd (``8 + 10 n``), the 3 position channels, and the attention
         log-sum-exp per head (``(3 n + 1) h``). The only full-resolution tensor is the output norm's input (the
         upsampled tokens): pooling and trilinear upsampling keep nothing of input size. The op's output is kept by
         whatever consumes it (e.g. a mixed op's weighting), which its owner counts.
@@ -646,7 +646,7 @@ class TransformerOp3D(nn.Module):
         key_size = cls.grid_size(size, key_grid)
         tokens, keys, volume = math.prod(token_size), math.prod(key_size), math.prod(size)
         n, heads, hidden = num_layers, attention_heads(channels, num_heads), _hidden_dim(channels, mlp_ratio)
-        per_token = (8 + 22 * n) * channels + 4 * n * hidden + 9 + 10 * n + (3 * n + 1) * heads
+        per_token = (9 + 22 * n) * channels + 4 * n * hidden + 11 + 10 * n + (3 * n + 1) * heads
         per_item = tokens * per_token + keys * (4 * channels + 2) + volume * channels + 3 * channels
         shared = 0
         if token_size != size:  # the input pooled to the token grid

@@ -153,14 +153,33 @@ def test_never_more_tokens_than_voxels(spatial):
 
 
 def test_reverse_projector_is_upsample_then_learned_conv():
-    """The 1x1x1 conv runs on the token grid; that equals upsampling first and convolving at full size."""
+    """LayerNorm on the tokens, then the 1x1x1 conv on the token grid; that equals upsampling first and
+    convolving at full size."""
     op = _seeded_op(grid=4)
     tokens = torch.randn(2, 4**3, C)
     out = op._reverse_project(tokens, [4, 4, 4], [9, 7, 12])
-    grid = tokens.transpose(1, 2).reshape(2, C, 4, 4, 4)
+    grid = op.reverse_norm(tokens).transpose(1, 2).reshape(2, C, 4, 4, 4)
     upsampled = F.interpolate(grid, size=[9, 7, 12], mode="trilinear", align_corners=False)
     torch.testing.assert_close(out, op.output_norm(op.reverse_projector(upsampled)), atol=1e-5, rtol=1e-5)
     assert op.reverse_projector.weight.shape == (C, C, 1, 1, 1)
+
+
+def test_reverse_step_does_not_fold_into_the_attention_projection():
+    """The segmentation attention ends in a linear projection; a 1x1x1 conv right after it would be the same
+    linear map (degenerate). The LayerNorm between them makes the step non-linear in the attention output:
+    doubling the attention output does not double the reverse step's grid, and no single linear map
+    reproduces conv(LN(.)) on random tokens."""
+    op = _seeded_op(grid=4)
+    tokens = torch.randn(2, 4**3, C)
+    with torch.no_grad():
+        a = op.reverse_projector(op.reverse_norm(tokens).transpose(1, 2).reshape(2, C, 4, 4, 4))
+        b = op.reverse_projector(op.reverse_norm(2 * tokens + 1).transpose(1, 2).reshape(2, C, 4, 4, 4))
+    assert not torch.allclose(b, 2 * a + op.reverse_projector(torch.ones(1, C, 1, 1, 1)), atol=1e-3)
+    # least-squares fit of one affine map tokens -> conv(LN(tokens)) leaves a clear residual
+    x = torch.cat([tokens.reshape(-1, C), torch.ones(2 * 4**3, 1)], 1)
+    y = a.flatten(2).transpose(1, 2).reshape(-1, C)
+    fit = torch.linalg.lstsq(x, y).solution
+    assert (x @ fit - y).norm() / y.norm() > 0.05
 
 
 def test_onnx_export_matches_eager(tmp_path):
