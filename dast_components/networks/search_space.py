@@ -211,7 +211,7 @@ class DASTSearchSpace(TopologySearch):
         """
         table = path_cost_table(
             self.filter_nums, patch_size, self.num_depths, self.op_names, self.use_downsample,
-            {k: self.transformer_settings[k] for k in ("grid", "num_layers", "mlp_ratio")},
+            {k: self.transformer_settings[k] for k in ("grid", "num_heads", "num_layers", "mlp_ratio")},
         )
         return table.to(torch.float32).expand(self.num_blocks, -1, -1).to(self.log_alpha_c.device)
 
