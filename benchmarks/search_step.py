@@ -26,6 +26,13 @@ a 64^3 patch that 2 CPU cores run (the bundle searches at 96^3); a second row re
 the top operators of one step per network (``torch.profiler``) and forward+backward time of each cell op at each
 resolution, multiplied by the number of paths that carry it.
 
+The full DiNTS supernet at the bundle's own 96^3 patch needs about 23 GB for one step, more than a 24 GB machine
+spares; ``--cost_patch 96`` (the default; 0 skips it) therefore adds a per-pass comparison at that patch: each op
+and connection block of both pools timed one by one (forward+backward, times the paths carrying it) and the
+saved-for-backward memory of all paths and ops from the memory model
+(:func:`dast_components.networks.memory.path_cost_table`). It is not a step measurement; it shows how the ratio
+moves with the patch (transformer cost is nearly fixed by the token and key grids, conv cost grows with volume).
+
 Example::
 
     python -m benchmarks.search_step --device cpu
@@ -59,6 +66,7 @@ from benchmarks.common import (
 )
 from dast_components.losses import MemoryBudgetLoss
 from dast_components.networks import DASTSearchSpace, build_op, make_cell
+from dast_components.networks.memory import path_cost_table
 from dast_components.search import BiLevelSearchEngine, arch_parameters, weight_parameters
 
 __all__ = ["SearchBench", "op_costs", "main"]
@@ -206,6 +214,31 @@ def op_costs(
     return records
 
 
+def per_pass_costs(
+    num_depths: int, channel_mul: float, grid: int, patch: int, batch_size: int, device: torch.device,
+    repeats: int = 3,
+) -> dict[str, Any]:
+    """Per-pass time (ops timed one by one, see :func:`op_costs`) and modelled saved memory of both supernets at
+    ``patch^3``, with DAST / DiNTS ratios; one block's paths, which every block of the grid repeats."""
+    out: dict[str, Any] = {"patch_size": [patch] * 3, "batch_size": batch_size}
+    for pool in POOLS:
+        space = DASTSearchSpace(channel_mul=channel_mul, num_blocks=1, num_depths=num_depths, ops=pool, grid=grid)
+        costs = op_costs(pool, num_depths, channel_mul, grid, (patch,) * 3, batch_size, device, repeats)
+        table = path_cost_table(space.filter_nums, (patch,) * 3, num_depths, space.op_names, True,
+                                {k: v for k, v in space.transformer_settings.items() if k != "dropout"})
+        by_item: dict[str, float] = {}
+        for c in costs:
+            key = c["item"].split("(")[0]
+            by_item[key] = round(by_item.get(key, 0.0) + c["total_s"], 4)
+        out[pool] = {"seconds": round(sum(c["total_s"] for c in costs), 4), "seconds_by_item": by_item,
+                     "saved_mib_per_item": round(float(table.sum()) * 4 / 2**20, 1), "op_costs": costs}
+    out["ratio_dast_over_dints"] = {
+        "seconds": round(out["dast"]["seconds"] / out["dints"]["seconds"], 3),
+        "saved_memory": round(out["dast"]["saved_mib_per_item"] / out["dints"]["saved_mib_per_item"], 3),
+    }
+    return out
+
+
 def _top_ops(bench: SearchBench, device: torch.device, rows: int = 12) -> list[dict[str, Any]]:
     from torch.profiler import ProfilerActivity, profile
 
@@ -262,6 +295,20 @@ def _markdown(payload: dict[str, Any]) -> str:
         sec = payload["secondary"]
         text += f"\n**Secondary row, {sec['settings']['label']}**: {_setting_line(sec['settings'])}.\n\n"
         text += _ratio_table(sec["results"])
+    if "per_pass" in payload:
+        pp = payload["per_pass"]
+        size = "x".join(map(str, pp["patch_size"]))
+        text += (f"\n**Per-pass comparison at {size}** (the search bundle's own patch; not a step: ops and connection "
+                 f"blocks timed one by one, forward+backward, times the paths carrying them; memory = saved-for-backward "
+                 f"elements of every path and op from the memory model, per batch item):\n\n")
+        items = sorted({k for pool in POOLS for k in pp[pool]["seconds_by_item"]})
+        text += markdown_table(
+            ["supernet", "one pass s", *[f"{k} s" for k in items], "saved MiB per item"],
+            [[pool, pp[pool]["seconds"], *[pp[pool]["seconds_by_item"].get(k, "") for k in items],
+              pp[pool]["saved_mib_per_item"]] for pool in POOLS]
+            + [["DAST / DiNTS", pp["ratio_dast_over_dints"]["seconds"], *[""] * len(items),
+                pp["ratio_dast_over_dints"]["saved_memory"]]],
+        )
     if "profile" in results:
         for pool in POOLS:
             costs = results["profile"][pool]["op_costs"]
@@ -372,6 +419,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--profile", action="store_true", help="[OPTIONAL] add per-op costs and top operators")
     parser.add_argument("--no_secondary", action="store_true",
                         help="[OPTIONAL] skip the second, small-grid row (3 blocks x 3 depths, width 0.25, grid 4)")
+    parser.add_argument("--cost_patch", type=int, default=96,
+                        help="[OPTIONAL] patch edge of the per-pass op-cost comparison (96, the bundle's search patch; "
+                             "0 skips it)")
     add_common_args(parser, warmup=1, repeats=3)
     args = parser.parse_args(argv)
     device = resolve_device(args.device, args.threads)
@@ -390,6 +440,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             SECONDARY["label"],
         )
         payload["secondary"] = {"settings": sec_settings, "results": sec_results}
+    if args.cost_patch:
+        payload["per_pass"] = per_pass_costs(args.num_depths, args.channel_mul, args.grid, args.cost_patch,
+                                             args.batch, device)
+        print(f"[per-pass {args.cost_patch}^3] DAST / DiNTS time {payload['per_pass']['ratio_dast_over_dints']}",
+              flush=True)
     json_path, md_path = write_results(args.out_dir, "search_step", device, payload, _markdown(payload))
     ratio = results["ratio_dast_over_dints"]
     print(f"DAST / DiNTS step time {ratio['step_wall']:.2f} x, peak memory {ratio['peak_memory']:.2f} x "

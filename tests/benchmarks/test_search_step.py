@@ -17,7 +17,7 @@ import json
 import pytest
 import torch
 
-from benchmarks.search_step import SearchBench, main, op_costs
+from benchmarks.search_step import SearchBench, main, op_costs, per_pass_costs
 
 TINY = {"num_blocks": 2, "num_depths": 2, "channel_mul": 0.125, "grid": 2, "patch_size": (16, 16, 16),
         "batch_size": 2, "device": torch.device("cpu")}
@@ -52,7 +52,7 @@ def test_op_costs_cover_every_op_and_connection_of_each_depth():
 @pytest.mark.slow
 def test_tiny_run_writes_results(tmp_path):
     main(["--num_blocks", "2", "--num_depths", "2", "--channel_mul", "0.125", "--patch", "16", "--grid", "2",
-          "--warmup", "0", "--repeats", "1", "--no_secondary", "--out_dir", str(tmp_path)])
+          "--warmup", "0", "--repeats", "1", "--no_secondary", "--cost_patch", "32", "--out_dir", str(tmp_path)])
     data = json.loads((tmp_path / "search_step_cpu.json").read_text())
     res = data["results"]
     for pool in ("dast", "dints"):
@@ -63,3 +63,18 @@ def test_tiny_run_writes_results(tmp_path):
     )
     assert data["environment"]["device_type"] == "cpu" and data["settings"]["patch_size"] == [16, 16, 16]
     assert "DAST / DiNTS" in (tmp_path / "search_step_cpu.md").read_text()
+    per_pass = data["per_pass"]
+    assert per_pass["patch_size"] == [32, 32, 32]
+    assert per_pass["ratio_dast_over_dints"]["seconds"] == pytest.approx(
+        per_pass["dast"]["seconds"] / per_pass["dints"]["seconds"], rel=1e-2)
+    assert 0 < per_pass["ratio_dast_over_dints"]["saved_memory"]
+    assert "Per-pass comparison at 32x32x32" in (tmp_path / "search_step_cpu.md").read_text()
+
+
+def test_per_pass_costs_cover_every_op_of_both_pools():
+    out = per_pass_costs(2, 0.125, 2, 8, 2, torch.device("cpu"), repeats=1)
+    assert set(out["dast"]["seconds_by_item"]) == {"skip_connect", "conv_3x3x3", "transformer", "connect"}
+    assert {"conv_3x3x1", "conv_3x1x3", "conv_1x3x3"} <= set(out["dints"]["seconds_by_item"])
+    # the memory model: DAST keeps less than DiNTS' five ops at this size? not assumed; only positive and consistent
+    assert out["ratio_dast_over_dints"]["saved_memory"] == pytest.approx(
+        out["dast"]["saved_mib_per_item"] / out["dints"]["saved_mib_per_item"], rel=1e-2)
