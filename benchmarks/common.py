@@ -157,6 +157,8 @@ def environment(device: torch.device, amp: bool = True) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        # the vector ISA of torch's CPU kernels (AVX2, AVX512): timings from machines that differ here do not compare
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "loadavg_start": loadavg(),
         "command": " ".join(["python", "-m", _module_name(), *sys.argv[1:]]),
     }
@@ -394,7 +396,8 @@ def write_results(
     _write_atomic(json_path, json.dumps(payload, indent=2) + "\n")
     env = payload["environment"]
     header = (
-        f"# {name} on {env.get('device_name', device.type)} ({device.type})\n\n"
+        f"# {name} on {env.get('device_name', device.type)} ({device.type}"
+        f"{', ' + env['cpu_capability'] if env.get('cpu_capability') else ''})\n\n"
         f"torch {env.get('torch')}, monai {env.get('monai')}, {env.get('torch_threads')} threads, "
         f"AMP {'on' if env.get('amp') else 'off'}, load average {env.get('loadavg_start')} -> "
         f"{env.get('loadavg_end')}.\n\nCommand: `{env.get('command')}`\n\n"
