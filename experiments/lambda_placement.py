@@ -27,7 +27,7 @@ and the transformers per depth), all atomically.
 Command line (defaults: the CPU setting of ``experiments/README.md``)::
 
     python -m experiments.lambda_placement --out experiments/results/lambda_placement [--dataset_dir DIR] \\
-        [--lambdas 0.2 0.5 0.8] [--seeds 0 1 2] [--iterations 60] [--jobs 2] [--device cpu] [-- OVERRIDES]
+        [--lambdas 0.2 0.5 0.8] [--seeds 0 1 2] [--iterations 80] [--jobs 2] [--device cpu] [-- OVERRIDES]
 
 Everything after ``--`` goes to every search (e.g. ``-- --num_workers 4``). Without ``--dataset_dir`` eight synthetic
 MSD-layout phantoms are generated into ``OUT/work/data``.
@@ -68,8 +68,10 @@ BUNDLE = ROOT / "bundles" / "dast_search"
 _GIB = float(1024**3)
 
 # The search bundle's override ids this experiment sets (one place, so a renamed id is changed once). The topology
-# and op settings are the bundle's own (12 blocks x 4 depths, token grid 8); width and patch are reduced so that
-# 2 CPU cores finish 9 searches in about an hour; the learning rates are the quick overlay's (short searches).
+# and op settings are the bundle's own (12 blocks x 4 depths, token grid 8); the supernet's width and patch are
+# reduced so that 2 CPU cores finish 9 searches in about an hour; the learning rates are the quick overlay's (short
+# searches). The memory term prices the retrained network as the bundle does: width 1.0 at the paper's 160^3 patch
+# (``arch_channel_mul``, ``train_patch_size``), so lambda trades the op costs of the paper's setting.
 SETTINGS: dict[str, Any] = {
     "num_blocks": 12,
     "num_depths": 4,
@@ -77,7 +79,7 @@ SETTINGS: dict[str, Any] = {
     "channel_mul": 0.125,
     "arch_channel_mul": 1.0,
     "patch_size": [32, 32, 32],
-    "train_patch_size": [32, 32, 32],
+    "train_patch_size": [160, 160, 160],
     "warmup_iterations": 20,
     "val_interval": 10,
     "tensorboard": False,
@@ -181,8 +183,9 @@ def _markdown(payload: dict[str, Any], cost_table: str) -> str:
         "# Memory factor lambda: memory and transformer placement (paper Fig. 3)\n\n"
         f"Command: `{payload['command']}`\n\n"
         f"Data: {payload['dataset']}. Search: the `dast_search` bundle (search.json + quick.json) with "
-        f"{s['num_blocks']} blocks x {s['num_depths']} depths, token grid {s['grid']}, width {s['channel_mul']}, "
-        f"patch {s['train_patch_size']}, {payload['iterations']} iterations ({s['warmup_iterations']} weight-only "
+        f"{s['num_blocks']} blocks x {s['num_depths']} depths, token grid {s['grid']}, supernet width "
+        f"{s['channel_mul']} at patch {s['patch_size']}, memory term priced at width {s['arch_channel_mul']} and patch "
+        f"{s['train_patch_size']}, {payload['iterations']} iterations ({s['warmup_iterations']} weight-only "
         f"warm-up), decode every {s['val_interval']}; seeds {payload['seeds']}"
         f"{'; overrides ' + ' '.join(payload['overrides']) if payload['overrides'] else ''}. "
         "Memory: `estimate_memory` of the "
@@ -200,8 +203,8 @@ def _markdown(payload: dict[str, Any], cost_table: str) -> str:
                  f"{r['est_memory_gib_sd']:.2f} | {r['transformers_mean']:.2f} +- {r['transformers_sd']:.2f} | "
                  f"{depth} | {r['active_paths_mean']:.1f} | {changes} (of {r['iterations']}) |\n")
     text += ("\nSaved-for-backward memory per batch item of one 3x3x3 conv and one transformer at each depth, at the "
-             "searched width and patch (`dast_components.search.sweep.cost_by_depth`): the costs the memory term "
-             "trades.\n\n" + cost_table + "\n")
+             "width and patch where the memory term prices them "
+             "(`dast_components.search.sweep.cost_by_depth`).\n\n" + cost_table + "\n")
     return text
 
 
@@ -274,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="[OPTIONAL] MSD-layout dataset (dataset.json); default: synthetic phantoms in OUT/work")
     parser.add_argument("--lambdas", nargs="+", type=float, default=[0.2, 0.5, 0.8], help="[OPTIONAL] (0.2 0.5 0.8)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="[OPTIONAL] search seeds (0 1 2)")
-    parser.add_argument("--iterations", type=int, default=60, help="[OPTIONAL] search iterations (60)")
+    parser.add_argument("--iterations", type=int, default=80, help="[OPTIONAL] search iterations (80)")
     parser.add_argument("--jobs", type=int, default=2, help="[OPTIONAL] searches run at once (2)")
     parser.add_argument("--device", default="cpu", help="[OPTIONAL] torch device of every search (cpu)")
     parser.add_argument("--report_only", action="store_true",
@@ -343,9 +346,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "per_lambda": aggregate(records),
         "records": [{k: v for k, v in r.items() if k != "arch"} for r in records],
     }
-    # the costs at the searched width and patch, where the memory term traded them
-    searched = dataclasses.replace(ArchCode.from_dict(records[-1]["arch"]), channel_mul=SETTINGS["channel_mul"])
-    costs = cost_by_depth(searched, SETTINGS["train_patch_size"])
+    # the costs the memory term traded: the exported width at the retraining patch
+    priced = dataclasses.replace(ArchCode.from_dict(records[-1]["arch"]), channel_mul=SETTINGS["arch_channel_mul"])
+    costs = cost_by_depth(priced, SETTINGS["train_patch_size"])
     payload["cost_by_depth"] = costs
     atomic_write_text(out / "lambda_placement.json", json.dumps(payload, indent=2) + "\n")
     atomic_write_text(out / "lambda_placement.md", _markdown(payload, format_cost_table(costs)))
