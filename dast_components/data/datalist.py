@@ -66,6 +66,7 @@ __all__ = [
     "msd_items",
     "prepare_kits19_data",
     "prepare_search_data",
+    "read_datalist_file",
     "search_split",
 ]
 
@@ -325,16 +326,60 @@ def prepare_kits19_data(
         raise InputError(f"fold {fold} is out of range: expected 0..{int(num_folds) - 1} for num_folds={num_folds}.")
     root = check_dataset_dir(dataset_dir)
     items = kits19_items(root)
-    check_image_label_shapes(items)
     cache = _cache_dir(root, cache_dir, output_dir)
 
     with_fold = _cached_folds(root, items, cache, int(num_folds), seed)
     training, validation = fold_split(with_fold, fold)
-    if batch_size is not None:
+    if batch_size is not None:  # before any file is opened
         check_batch_size(len(training), batch_size, f"fold {fold} of '{root}'")
+    check_image_label_shapes(items)
     intensity_path = cache / f"dast_intensity_kits19_fold{int(fold)}.json"
     intensity = _intensity(intensity_path, root, training, validation, num_classes)
     return {"training": training, "validation": validation, "intensity": intensity}
+
+
+def read_datalist_file(datalist: str | os.PathLike, batch_size: int | None = None) -> dict:
+    """Training and validation lists from a MONAI datalist JSON, as an alternative to the bundle's folds.
+
+    The file holds ``{"training": [{"image": ..., "label": ...}, ...], "validation": [...]}`` (MONAI's
+    ``load_decathlon_datalist`` form; other keys are ignored); relative paths are resolved against the folder of the
+    file. Checked before any voxel is read: both lists present and non-empty, every entry with ``image`` and
+    ``label``, every file present, enough training cases for one batch, then 3D images with same-shaped labels (from
+    the NIfTI headers). The volumes themselves are read and checked when the intensity window is computed.
+
+    Args:
+        datalist: the datalist JSON file.
+        batch_size: if given, the training list must hold at least this many cases.
+
+    Returns:
+        ``{"training": [...], "validation": [...]}`` with absolute ``image``/``label`` paths.
+    """
+    path = Path(datalist).expanduser()
+    if not path.is_file():
+        raise DataError(f"datalist file '{path}' does not exist (--datalist expects a JSON file with 'training' and "
+                        "'validation' lists).")
+    content = read_json(path)
+    if not isinstance(content, dict):
+        raise DataError(f"datalist '{path}' must hold a JSON object with 'training' and 'validation' lists, got "
+                        f"{type(content).__name__}.")
+    out = {}
+    for key in ("training", "validation"):
+        entries = content.get(key)
+        if not isinstance(entries, list) or not entries:
+            raise DataError(f"datalist '{path}' needs a non-empty list under '{key}'; its keys are {sorted(content)}.")
+        items = []
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, dict) or not {"image", "label"} <= set(entry):
+                raise DataError(f"datalist '{path}' {key} entry {index} must have 'image' and 'label' keys, got "
+                                f"{entry!r}.")
+            items.append({k: str((path.parent / str(entry[k])).expanduser().resolve()) for k in ("image", "label")})
+        check_items_exist(items, source=f"{path}, {key}")
+        out[key] = items
+    if batch_size is not None:
+        check_batch_size(len(out["training"]), batch_size, f"the training list of '{path}'")
+    check_image_label_shapes(out["training"] + out["validation"])
+    logger.info("datalist %s: %d training and %d validation cases", path, len(out["training"]), len(out["validation"]))
+    return out
 
 
 def _cached_folds(root: Path, items: list[dict], cache: Path, num_folds: int, seed: int) -> list[dict]:

@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -182,3 +184,23 @@ def test_intensity_override_is_one_pair_everywhere(workspace: dict[str, str], co
         key = "validate#preprocessing" if "evaluate" in configs else "preprocessing"
         scale = parser.get_parsed_content(key).transforms[4]
         assert scale.window() == {"lower": -100.0, "upper": 300.0}
+
+
+@pytest.mark.parametrize("configs", [["train"], ["train", "evaluate"]])
+def test_datalist_file_replaces_the_folds(workspace: dict[str, str], configs: list[str], tmp_path: Path) -> None:
+    """``--datalist FILE`` (MONAI's training/validation lists, paths relative to the file) feeds training and
+    validation instead of the fold split."""
+    cases = sorted(Path(workspace["dataset_dir"]).glob("case_*"))
+    rel = [{"image": os.path.relpath(c / "imaging.nii.gz", tmp_path),
+            "label": os.path.relpath(c / "segmentation.nii.gz", tmp_path)} for c in cases]
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": rel[:3], "validation": rel[3:]}))
+    parser = ConfigParser()
+    parser.read_config([config_path(c) for c in configs])
+    parser.update({**workspace, "device": "cpu", "datalist": str(datalist)})
+    split = parser.get_parsed_content("split")
+    assert [Path(i["image"]).parent for i in split["training"]] == cases[:3]
+    assert [Path(i["label"]).parent for i in split["validation"]] == cases[3:]
+    assert parser.get_parsed_content("validate#dataset#data") == split["validation"]
+    if configs == ["train"]:
+        assert parser.get_parsed_content("train#dataset#data") == split["training"]
