@@ -36,7 +36,7 @@ PIP=("$VENV/bin/python" -m pip install --quiet)
 # What importing monailabel's LocalDatastore, BundleInferTask and BundleTrainTask (and running them) needs, found by
 # importing them in a bare environment: settings (pydantic), datastore (filelock, watchdog, expiring dicts), the
 # label writer (itk-io, pynrrd) and post transforms (scikit-image, shapely); monai's engines (ignite) and NIfTI
-# (nibabel); dast_components (scipy, pyyaml, fire). The second line is what `monailabel apps` and
+# (nibabel); dast_components (scipy, pyyaml, fire, tqdm). The second line is what `monailabel apps` and
 # `monailabel start_server` import (uvicorn, auth, DICOM/girder datastores; pydicom-seg needs pydicom<3 and so
 # dicomweb-client<0.60). torch is repeated so that nothing replaces the CPU build.
 # Not installed: torchvision (see monailabel_driver.py), sam2, mlflow, openslide.
@@ -45,7 +45,7 @@ PIP=("$VENV/bin/python" -m pip install --quiet)
     "fastapi>=0.110.2" "pydantic>=2.7.0" "pydantic-settings>=2.2.1" "python-dotenv>=1.0.1" \
     "expiringdict>=1.2.2" "expiring_dict>=1.1.0" "cachetools>=5.3.3" "watchdog>=4.0.0" "filelock>=3.11.0" \
     "requests>=2.31.0" "itk-io>=5.3" "pynrrd>=1.0.0" "scikit-image>=0.22" "shapely>=2.0.4" \
-    "pytorch-ignite>=0.4.11" "nibabel>=5.0" "scipy>=1.10" "pyyaml>=6.0" "fire>=0.5" \
+    "pytorch-ignite>=0.4.11" "nibabel>=5.0" "scipy>=1.10" "pyyaml>=6.0" "fire>=0.5" "tqdm>=4.60" \
     "uvicorn>=0.29.0" "python-multipart>=0.0.9" "pyjwt>=2.8.0" "passlib>=1.7.4" "schedule>=1.2.1" \
     "timeloop>=1.0.2" "psutil" "girder-client>=3.2.3" "pydicom>=2.4.4,<3" "pydicom-seg>=0.4.1" \
     "dicomweb-client[gcp]>=0.59.1,<0.60"
