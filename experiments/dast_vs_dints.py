@@ -48,7 +48,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from statistics import mean, stdev
@@ -59,6 +58,7 @@ from dast_components.networks.memory import estimate_memory
 from dast_components.search.sweep import depth_counts
 from dast_components.utils import atomic_write_text
 from experiments.lambda_placement import SETTINGS as SEARCH_SETTINGS
+from experiments.runner import Job, loadavg, run_jobs
 
 __all__ = ["POOLS", "TRAIN_SETTINGS", "compare", "curve_summary", "main", "read_training_log", "search_command",
            "train_command"]
@@ -214,13 +214,6 @@ def _figure(train_records: Sequence[dict[str, Any]], path: Path) -> None:
     save_figure(fig, path)
 
 
-def _loadavg() -> list[float]:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return []
-
-
 def _dataset(given: str | None, out: Path, layout: str) -> tuple[Path, str]:
     if given:
         path = Path(given).resolve()
@@ -234,31 +227,6 @@ def _dataset(given: str | None, out: Path, layout: str) -> tuple[Path, str]:
                         "--seed", seed, "--out", str(path)], check=True, capture_output=True)
     return path, (f"8 synthetic {layout.upper()}-layout phantoms (`python -m dast_components.data.synthetic --layout "
                   f"{layout} --seed {seed}`)")
-
-
-def _run_all(jobs: list[tuple[str, list[str], Path, Any]], parallel: int) -> None:
-    """Run ``(name, command, log folder, on_done)`` jobs, ``parallel`` at once; ``on_done(seconds)`` writes the
-    record of a finished job."""
-    running: list[tuple[str, Any, float, Path, Any]] = []
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    while jobs or running:
-        while jobs and len(running) < max(1, parallel):
-            name, cmd, root, on_done = jobs.pop(0)
-            root.mkdir(parents=True, exist_ok=True)
-            with open(root / "run.log", "a") as log:
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-            print(f"[dast_vs_dints] start {name}", flush=True)
-            running.append((name, proc, time.perf_counter(), root, on_done))
-        time.sleep(2)
-        for item in list(running):
-            name, proc, t0, root, on_done = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            if proc.returncode != 0:
-                tail = (root / "run.log").read_text(errors="replace")[-2000:]
-                raise SystemExit(f"{name} failed (exit code {proc.returncode}); log {root / 'run.log'}:\n{tail}")
-            on_done(time.perf_counter() - t0)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -292,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = Path(args.out).resolve()
     records = out / "records"
     records.mkdir(parents=True, exist_ok=True)
-    start_load = _loadavg()
+    start_load = loadavg()
     search_data, search_desc = _dataset(args.dataset_dir, out, "msd")
     train_data, train_desc = _dataset(args.train_dataset_dir, out, "kits19")
 
@@ -315,8 +283,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             resume = (root / "eval" / "search_checkpoint.pt").is_file()
             cmd = search_command(root, search_data, pool, args.budget_gib, args.search_iterations, args.device,
                                  resume, shlex.split(args.search_args))
-            jobs.append((f"search {pool}", cmd, root, search_done(pool, root)))
-    _run_all(jobs, args.jobs)
+            jobs.append(Job(f"search {pool}", cmd, root, search_done(pool, root)))
+    run_jobs(jobs, args.jobs, tag="dast_vs_dints")
 
     def train_done(pool: str, seed: int, root: Path) -> Any:
         def done(seconds: float) -> None:
@@ -336,8 +304,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 (root / "models").mkdir(parents=True)
                 cmd = train_command(root, train_data, records / f"arch_{pool}.json", pool, seed, args.train_iterations,
                                     args.val_interval, args.device, shlex.split(args.train_args))
-                jobs.append((f"retrain {pool} seed {seed}", cmd, root, train_done(pool, seed, root)))
-    _run_all(jobs, args.jobs)
+                jobs.append(Job(f"retrain {pool} seed {seed}", cmd, root, train_done(pool, seed, root)))
+    run_jobs(jobs, args.jobs, tag="dast_vs_dints")
 
     import monai
     import torch
@@ -352,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "search_args": args.search_args, "train_args": args.train_args,
         "environment": {"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version(),
                         "cpu_count": os.cpu_count(), "device": args.device, "loadavg_start": start_load,
-                        "loadavg_end": _loadavg()},
+                        "loadavg_end": loadavg()},
         "searches": searches,
         "comparison": compare(trains),
         "runs": [{k: v for k, v in r.items() if k != "curves"} for r in trains],

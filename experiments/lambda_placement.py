@@ -42,7 +42,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from statistics import mean, stdev
@@ -52,6 +51,7 @@ from dast_components.networks.arch_io import ArchCode, load_arch
 from dast_components.networks.memory import estimate_memory
 from dast_components.search.sweep import cost_by_depth, depth_counts, format_cost_table
 from dast_components.utils import atomic_write_text
+from experiments.runner import Job, loadavg, run_jobs
 
 __all__ = [
     "SETTINGS",
@@ -241,13 +241,6 @@ def _figure(payload: dict[str, Any], records: Sequence[dict[str, Any]], out: Pat
     save_figure(fig, out / "lambda_placement.png")
 
 
-def _loadavg() -> list[float]:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return []
-
-
 def _ensure_data(dataset_dir: str | None, out: Path) -> tuple[Path, str]:
     if dataset_dir:
         path = Path(dataset_dir).resolve()
@@ -288,40 +281,29 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                          "iterations, or the architecture is never searched.")
     out = Path(args.out).resolve()
     (out / "records").mkdir(parents=True, exist_ok=True)
-    start_load = _loadavg()
+    start_load = loadavg()
     todo = [(lam, seed) for seed in args.seeds for lam in args.lambdas
             if not (out / "records" / f"{run_name(lam, seed)}.json").is_file()]
     if todo and not args.report_only:
         data, _ = _ensure_data(args.dataset_dir, out)
-        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-        running: list[tuple[float, int, Any, float, Path]] = []
-        while todo or running:
-            while todo and len(running) < max(1, args.jobs):
-                lam, seed = todo.pop(0)
-                root = out / "work" / "runs" / run_name(lam, seed)
-                resume = (root / "eval" / "search_checkpoint.pt").is_file()
-                root.mkdir(parents=True, exist_ok=True)
-                log = open(root / "search.log", "a")
-                cmd = search_command(root, data, lam, seed, args.iterations, args.device, resume, overrides)
-                print(f"[lambda_placement] start {run_name(lam, seed)}{' (resumed)' if resume else ''}", flush=True)
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-                running.append((lam, seed, proc, time.perf_counter(), root))
-                log.close()
-            time.sleep(5)
-            for item in list(running):
-                lam, seed, proc, t0, root = item
-                if proc.poll() is None:
-                    continue
-                running.remove(item)
-                if proc.returncode != 0:
-                    tail = (root / "search.log").read_text(errors="replace")[-2000:]
-                    raise SystemExit(f"the search {run_name(lam, seed)} failed (exit code {proc.returncode}); "
-                                     f"log {root / 'search.log'}:\n{tail}")
-                record = make_record(root, lam, seed, args.iterations, time.perf_counter() - t0)
+
+        def done(lam: float, seed: int, root: Path) -> Any:
+            def write(seconds: float) -> None:
+                record = make_record(root, lam, seed, args.iterations, seconds)
                 atomic_write_text(out / "records" / f"{run_name(lam, seed)}.json", json.dumps(record, indent=2) + "\n")
                 print(f"[lambda_placement] {run_name(lam, seed)}: {record['est_memory_gib']:.2f} GiB, "
                       f"{record['transformers']} transformers {record['transformers_by_depth']}, last change "
                       f"{record['last_change_iteration']}", flush=True)
+            return write
+
+        jobs = []
+        for lam, seed in todo:
+            root = out / "work" / "runs" / run_name(lam, seed)
+            resume = (root / "eval" / "search_checkpoint.pt").is_file()
+            cmd = search_command(root, data, lam, seed, args.iterations, args.device, resume, overrides)
+            name = run_name(lam, seed) + (" (resumed)" if resume else "")
+            jobs.append(Job(name, cmd, root, done(lam, seed, root)))
+        run_jobs(jobs, args.jobs, tag="lambda_placement")
     records = [json.loads(p.read_text()) for p in sorted((out / "records").glob("lambda_*_seed*.json"))]
     records = [r for r in records if r["lambda"] in args.lambdas and r["seed"] in args.seeds]
     if not records:
@@ -342,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "memory_batch": MEMORY_BATCH,
         "environment": {"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version(),
                         "cpu_count": os.cpu_count(), "device": args.device, "loadavg_start": start_load,
-                        "loadavg_end": _loadavg()},
+                        "loadavg_end": loadavg()},
         "per_lambda": aggregate(records),
         "records": [{k: v for k, v in r.items() if k != "arch"} for r in records],
     }
