@@ -1,0 +1,329 @@
+# Copyright (c) DAST bundles contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+Paper Fig. 3: how the memory factor lambda moves memory and transformer placement, over several seeds.
+
+One ``dast_search`` bundle search per (lambda, seed), full 12 x 4 topology with token grid 8; per run the decoded
+architecture's estimated training memory at ``--memory_patch`` (batch 2), transformers per resolution level, and the
+last validation interval at which the decode changed (from ``models/arch_code_iterNNNNNN.json``). Writes
+``results.json`` (every run, every lambda, environment), ``results.md``, ``architectures.png`` and ``cost_table.md``
+to ``--out``; resumable (see :mod:`experiments.common`).
+
+Command line (CPU defaults; the GPU recipe is in ``experiments/README.md``)::
+
+    python -m experiments.lambda_placement --out experiments/results/lambda_placement \\
+        [--dataset_dir DIR] [--lambdas 0.2 0.5 0.8] [--seeds 0 1 2] [--num_iterations 24] [--warmup_iterations 8] \\
+        [--val_interval 4] [--channel_mul 0.125] [--patch 32] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dast_components.networks.arch_io import ArchCode, load_arch
+from dast_components.networks.memory import estimate_memory, filter_nums, op_saved_elements
+from experiments.common import (
+    environment,
+    load_record,
+    mean_sd,
+    read_csv_rows,
+    search_command,
+    search_finished,
+    write_json,
+)
+
+__all__ = [
+    "aggregate",
+    "cost_by_depth",
+    "depth_counts",
+    "format_cost_table",
+    "format_table",
+    "last_change",
+    "main",
+    "plot_architectures",
+    "run_record",
+]
+
+_GIB = float(1024**3)
+_OP_COLOURS = {"skip_connect": "#9e9e9e", "conv_3x3x3": "#1f77b4", "transformer": "#d62728"}
+
+
+def depth_counts(arch: ArchCode, op: str = "transformer") -> list[int]:
+    """Active paths using ``op`` per output resolution level (index 0 = the highest resolution)."""
+    code2out = ([d for d in range(arch.num_depths) for _ in range(3)])[1:-1]
+    counts = [0] * arch.num_depths
+    if op not in arch.ops:
+        return counts
+    index = arch.ops.index(op)
+    for b in range(arch.num_blocks):
+        for p, active in enumerate(arch.arch_code_a[b]):
+            if active and arch.arch_code_c[b][p] == index:
+                counts[code2out[p]] += 1
+    return counts
+
+
+def _decode_key(arch: ArchCode) -> tuple:
+    """What "the decoded architecture" is: active paths and the op of each active path."""
+    return tuple(
+        tuple(int(c) if a else -1 for a, c in zip(arow, crow)) for arow, crow in zip(arch.arch_code_a, arch.arch_code_c)
+    )
+
+
+def last_change(history: Sequence[tuple[int, Any]]) -> int | None:
+    """Last iteration whose decode differs from the previous interval's (``history``: ``(iteration, key)`` sorted).
+
+    ``None`` with fewer than two intervals or when the decode never changed.
+    """
+    changed = None
+    for (_, prev), (it, key) in zip(history, history[1:]):
+        if key != prev:
+            changed = it
+    return changed
+
+
+def run_record(bundle_root: Path, memory_lambda: float, seed: int, memory_patch: Sequence[int],
+               seconds: float | None, command: Sequence[str]) -> dict[str, Any]:
+    """The record of one finished search: decode, memory estimate, placement, history of decodes."""
+    models = Path(bundle_root) / "models"
+    arch = load_arch(models / "arch_code.json")
+    history = []
+    for path in sorted(models.glob("arch_code_iter*.json")):
+        a = load_arch(path)
+        history.append((int(path.stem.replace("arch_code_iter", "")), _decode_key(a), depth_counts(a)))
+    rows = read_csv_rows(Path(bundle_root) / "eval" / "metrics.csv")
+    dice = [float(r["val_dice"]) for r in rows if r.get("val_dice")]
+    ratio = [float(r["memory_ratio"]) for r in rows if r.get("memory_ratio")]
+    return {
+        "memory_lambda": memory_lambda,
+        "seed": seed,
+        "memory_patch": list(memory_patch),
+        "memory_gib": estimate_memory(arch, list(memory_patch), 2) / _GIB,
+        "transformers_by_depth": depth_counts(arch),
+        "conv_by_depth": depth_counts(arch, "conv_3x3x3"),
+        "skip_by_depth": depth_counts(arch, "skip_connect"),
+        "active_paths": int(sum(sum(r) for r in arch.arch_code_a)),
+        "final_memory_ratio": ratio[-1] if ratio else None,
+        "final_val_dice": dice[-1] if dice else None,
+        "iterations": int(rows[-1]["iteration"]) if rows else None,
+        "last_change_iteration": last_change([(it, key) for it, key, _ in history]),
+        "history": [{"iteration": it, "transformers_by_depth": counts} for it, _, counts in history],
+        "arch": arch.to_dict(),
+        "seconds": seconds,
+        "command": " ".join(command),
+    }
+
+
+def aggregate(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per lambda: memory (mean, sd), transformers per depth (mean, sd), last-change iterations, seeds."""
+    out = []
+    for lam in sorted({r["memory_lambda"] for r in records}):
+        rs = sorted((r for r in records if r["memory_lambda"] == lam), key=lambda r: r["seed"])
+        depths = len(rs[0]["transformers_by_depth"])
+        out.append({
+            "memory_lambda": lam,
+            "seeds": [r["seed"] for r in rs],
+            "memory_gib": mean_sd(r["memory_gib"] for r in rs),
+            "transformers_by_depth": [mean_sd(r["transformers_by_depth"][d] for r in rs) for d in range(depths)],
+            "transformers": mean_sd(sum(r["transformers_by_depth"]) for r in rs),
+            "active_paths": mean_sd(r["active_paths"] for r in rs),
+            "last_change_iteration": [r["last_change_iteration"] for r in rs],
+            "iterations": [r["iterations"] for r in rs],
+            "final_val_dice": mean_sd(r["final_val_dice"] for r in rs),
+        })
+    return out
+
+
+def _fmt(stat: dict[str, Any], digits: int = 1) -> str:
+    if stat["mean"] is None:
+        return "n/a"
+    sd = "" if stat["sd"] is None else f" ± {stat['sd']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f}{sd}"
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of :func:`aggregate` rows."""
+    lines = ["| lambda | seeds | est. memory at patch, batch 2 (GiB, mean ± sd) | transformers by depth (0 = highest "
+             "res., mean ± sd) | transformers | active paths | last decode change (iteration per seed) | iterations |",
+             "|" + " --- |" * 8]
+    for r in rows:
+        by_depth = " / ".join(_fmt(s) for s in r["transformers_by_depth"])
+        lines.append(f"| {r['memory_lambda']:g} | {len(r['seeds'])} | {_fmt(r['memory_gib'])} | {by_depth} | "
+                     f"{_fmt(r['transformers'])} | {_fmt(r['active_paths'])} | {r['last_change_iteration']} | "
+                     f"{r['iterations']} |")
+    return "\n".join(lines)
+
+
+def cost_by_depth(arch: ArchCode, patch_size: Sequence[int]) -> list[dict[str, Any]]:
+    """Saved-for-backward MiB of one 3x3x3 conv and one transformer at each depth, per batch item (float32)."""
+    channels = filter_nums(arch.channel_mul, arch.num_depths)
+    shift = int(arch.use_downsample)
+    rows = []
+    for d in range(arch.num_depths):
+        size = [int(s) // 2 ** (d + shift) for s in patch_size]
+        c = channels[d + shift]
+        conv = op_saved_elements("conv_3x3x3", c, size) * 4 / 2**20
+        transformer = op_saved_elements("transformer", c, size, arch.transformer_kwargs()) * 4 / 2**20
+        rows.append({"depth": d, "size": size, "channels": c, "conv_mib": conv, "transformer_mib": transformer,
+                     "ratio": transformer / conv})
+    return rows
+
+
+def format_cost_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of :func:`cost_by_depth` rows."""
+    lines = ["| depth | feature map | channels | conv 3x3x3 MiB | transformer MiB | transformer / conv |",
+             "|" + " --- |" * 6]
+    for r in rows:
+        lines.append(f"| {r['depth']} | {'x'.join(map(str, r['size']))} | {r['channels']} | {r['conv_mib']:.2f} | "
+                     f"{r['transformer_mib']:.2f} | {r['ratio']:.2f} |")
+    return "\n".join(lines)
+
+
+def plot_architectures(records: Sequence[dict[str, Any]], path: Path) -> None:
+    """Fig. 3-like figure: one panel per (lambda, seed), blocks left to right, depth 0 on top, paths coloured by op."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dast_components.utils import atomic_path
+
+    lams = sorted({r["memory_lambda"] for r in records})
+    seeds = sorted({r["seed"] for r in records})
+    fig, axes = plt.subplots(len(seeds), len(lams), figsize=(4.2 * len(lams), 2.2 * len(seeds)), squeeze=False)
+    for i, seed in enumerate(seeds):
+        for j, lam in enumerate(lams):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            rec = next((r for r in records if r["memory_lambda"] == lam and r["seed"] == seed), None)
+            if rec is None:
+                ax.set_title(f"lambda {lam:g}, seed {seed}: not run", fontsize=8)
+                continue
+            arch = ArchCode.from_dict(rec["arch"])
+            paths = len(arch.arch_code_a[0])
+            code2in = [(p + 1) // 3 - 1 + (p + 1) % 3 for p in range(paths)]
+            code2out = ([d for d in range(arch.num_depths) for _ in range(3)])[1:-1]
+            for b in range(arch.num_blocks):
+                for p in range(paths):
+                    if arch.arch_code_a[b][p]:
+                        op = arch.ops[arch.arch_code_c[b][p]]
+                        ax.plot([b, b + 1], [-code2in[p], -code2out[p]], color=_OP_COLOURS.get(op, "k"),
+                                lw=2.2 if op == "transformer" else 1.0)
+            ax.set_title(f"lambda {lam:g}, seed {seed}: {rec['memory_gib']:.1f} GiB, "
+                         f"T {rec['transformers_by_depth']}", fontsize=8)
+            ax.set_ylim(-arch.num_depths + 0.5, 0.5)
+    handles = [plt.Line2D([], [], color=c, label=k) for k, c in _OP_COLOURS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8)
+    fig.suptitle("Searched architectures (rows: seeds; columns: lambda; top row of each panel = highest resolution)",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def _settings(args: argparse.Namespace, data: Path, root: Path, lam: float, seed: int, resume: bool) -> dict:
+    patch = [args.patch] * 3
+    return {
+        "dataset_dir": str(data), "cache_dir": str(root / "cache"), "num_blocks": 12, "num_depths": 4, "grid": 8,
+        "channel_mul": args.channel_mul, "arch_channel_mul": args.channel_mul, "patch_size": patch,
+        "train_patch_size": [args.memory_patch] * 3, "num_iterations": args.num_iterations,
+        "warmup_iterations": args.warmup_iterations, "val_interval": args.val_interval, "device": args.device,
+        "amp": args.device != "cpu", "tensorboard": False, "memory_lambda": lam, "seed": seed, "ops": "dast",
+        "resume": resume,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Command line entry point; returns the aggregated rows."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.lambda_placement", description=__doc__.split("\n")[1])
+    parser.add_argument("--out", default="experiments/results/lambda_placement", help="[OPTIONAL] results folder")
+    parser.add_argument("--dataset_dir", default=None,
+                        help="[OPTIONAL] MSD-layout dataset (default: 8 synthetic phantoms written to OUT/work/data)")
+    parser.add_argument("--work", default=None, help="[OPTIONAL] bundle roots of the runs (default OUT/work)")
+    parser.add_argument("--lambdas", nargs="+", type=float, default=[0.2, 0.5, 0.8])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--num_iterations", type=int, default=24)
+    parser.add_argument("--warmup_iterations", type=int, default=8)
+    parser.add_argument("--val_interval", type=int, default=4)
+    parser.add_argument("--channel_mul", type=float, default=0.125)
+    parser.add_argument("--patch", type=int, default=32, help="[OPTIONAL] search patch edge (32)")
+    parser.add_argument("--memory_patch", type=int, default=160, help="[OPTIONAL] patch edge of the estimate (160)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--report_only", action="store_true", help="[OPTIONAL] only rebuild outputs from records")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    work = Path(args.work) if args.work else out / "work"
+    data = Path(args.dataset_dir) if args.dataset_dir else work / "data"
+    if not args.report_only and args.dataset_dir is None and not (data / "dataset.json").is_file():
+        from dast_components.data.synthetic import write_dataset
+
+        write_dataset(data, layout="msd", num_cases=8, seed=0, shape=(64, 64, 48))
+    for seed in args.seeds:  # seed-major: an interrupted run still has every lambda for the first seeds
+        for lam in args.lambdas:
+            name = f"lambda{lam:g}_seed{seed}"
+            record_path = out / "records" / f"{name}.json"
+            if args.report_only or load_record(record_path) is not None:
+                continue
+            root = work / "runs" / name
+            memory_patch = [args.memory_patch] * 3
+            seconds = None
+            if not search_finished(root, args.num_iterations):
+                resume = (root / "eval" / "search_checkpoint.pt").is_file()
+                cmd = search_command(root, _settings(args, data, root, lam, seed, resume))
+                print(f"[lambda_placement] {name}: {' '.join(cmd)}", flush=True)
+                root.mkdir(parents=True, exist_ok=True)
+                start = time.perf_counter()
+                with open(work / f"log_{name}.txt", "a") as log:
+                    proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+                seconds = time.perf_counter() - start
+                if proc.returncode != 0:
+                    raise SystemExit(f"search {name} failed (exit {proc.returncode}); see {work / f'log_{name}.txt'}")
+            cmd = search_command(root, _settings(args, data, root, lam, seed, False))
+            write_json(record_path, run_record(root, lam, seed, memory_patch, seconds, cmd))
+    write_outputs(out, args.memory_patch)
+    return aggregate(_records(out))
+
+
+def _records(out: Path) -> list[dict[str, Any]]:
+    return [r for p in sorted((out / "records").glob("*.json")) if (r := load_record(p)) is not None]
+
+
+def write_outputs(out: Path, memory_patch: int = 160) -> None:
+    """``results.json``, ``results.md``, ``cost_table.md`` and ``architectures.png`` from the records in ``out``."""
+    records = _records(out)
+    if not records:
+        return
+    rows = aggregate(records)
+    arch = ArchCode.from_dict(records[0]["arch"])
+    costs = cost_by_depth(arch, [memory_patch] * 3)
+    write_json(out / "results.json", {"environment": environment(), "summary": rows, "cost_by_depth": costs,
+                                      "runs": records})
+    from dast_components.utils import atomic_write_text
+
+    atomic_write_text(out / "results.md", "# Memory factor lambda vs memory and transformer placement\n\n"
+                      + format_table(rows) + "\n")
+    atomic_write_text(out / "cost_table.md", f"# Saved-for-backward memory per op at {memory_patch}^3, channel_mul "
+                      f"{arch.channel_mul}\n\n" + format_cost_table(costs) + "\n")
+    try:
+        plot_architectures(records, out / "architectures.png")
+    except ImportError:
+        print("[lambda_placement] matplotlib not installed: no architectures.png", flush=True)
+
+
+if __name__ == "__main__":
+    main()

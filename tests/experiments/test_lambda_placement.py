@@ -1,0 +1,139 @@
+# Copyright (c) DAST bundles contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Fast tests of experiments.lambda_placement / experiments.common: aggregation, resume, outputs, cost relation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from dast_components.networks.arch_io import ArchCode
+from experiments import common
+from experiments import lambda_placement as lp
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _arch(transformer_paths: int, ops_index: int = 2) -> ArchCode:
+    """12 x 4 architecture: every path active, the first ``transformer_paths`` paths of block 0 transformers."""
+    blocks, depths = 12, 4
+    paths = 3 * depths - 2
+    code_c = [[1] * paths for _ in range(blocks)]
+    for p in range(transformer_paths):
+        code_c[0][p] = ops_index
+    return ArchCode(ops=("skip_connect", "conv_3x3x3", "transformer"), node_a=[[1] * depths] * (blocks + 1),
+                    arch_code_a=[[1] * paths] * blocks, arch_code_c=code_c, num_blocks=blocks, num_depths=depths,
+                    channel_mul=0.125)
+
+
+def _record(lam: float, seed: int, memory: float, by_depth: list[int], arch: ArchCode | None = None) -> dict:
+    return {"memory_lambda": lam, "seed": seed, "memory_gib": memory, "transformers_by_depth": by_depth,
+            "active_paths": 120, "final_val_dice": 0.1, "iterations": 24, "last_change_iteration": 16,
+            "arch": (arch or _arch(3)).to_dict(), "memory_patch": [160] * 3}
+
+
+def test_depth_counts_by_output_level():
+    # paths 0,1 -> output depth 0; path 2 -> output depth 1
+    assert lp.depth_counts(_arch(3)) == [2, 1, 0, 0]
+    assert sum(lp.depth_counts(_arch(0), "conv_3x3x3")) == 12 * 10
+
+
+def test_last_change():
+    assert lp.last_change([(4, "a"), (8, "a"), (12, "b"), (16, "b")]) == 12
+    assert lp.last_change([(4, "a"), (8, "a")]) is None
+    assert lp.last_change([(4, "a")]) is None
+
+
+def test_mean_sd():
+    s = common.mean_sd([1.0, 2.0, 3.0, None])
+    assert s["n"] == 3 and s["mean"] == pytest.approx(2.0) and s["sd"] == pytest.approx(1.0)
+    assert common.mean_sd([5.0])["sd"] is None
+    assert common.mean_sd([])["mean"] is None
+
+
+def test_aggregate_and_table():
+    recs = [_record(0.2, 0, 10.0, [1, 2, 0, 0]), _record(0.2, 1, 12.0, [3, 2, 0, 0]),
+            _record(0.8, 0, 40.0, [0, 0, 5, 1])]
+    rows = lp.aggregate(recs)
+    assert [r["memory_lambda"] for r in rows] == [0.2, 0.8]
+    assert rows[0]["memory_gib"]["mean"] == pytest.approx(11.0)
+    assert rows[0]["transformers_by_depth"][0]["mean"] == pytest.approx(2.0)
+    assert rows[0]["seeds"] == [0, 1]
+    table = lp.format_table(rows)
+    assert "| 0.2 | 2 | 11.0 ± 1.4 |" in table and "| 0.8 | 1 | 40.0 |" in table
+
+
+def test_search_command_rejects_unknown_ids():
+    cmd = common.search_command(Path("r"), {"memory_lambda": 0.5, "patch_size": [32, 32, 32], "amp": False})
+    assert cmd[cmd.index("--patch_size") + 1] == "[32, 32, 32]" and cmd[cmd.index("--amp") + 1] == "false"
+    with pytest.raises(ValueError, match="not_an_id"):
+        common.search_command(Path("r"), {"not_an_id": 1})
+
+
+def test_search_finished(tmp_path):
+    assert not common.search_finished(tmp_path, 4)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "eval" / "metrics.csv").write_text("iteration,val_dice\n1,\n2,0.1\n")
+    (tmp_path / "models" / "arch_code.json").write_text("{}")
+    assert not common.search_finished(tmp_path, 4)
+    assert common.search_finished(tmp_path, 2)
+
+
+def test_resume_skips_completed_records_and_writes_outputs(tmp_path, monkeypatch):
+    """Records present (e.g. committed under experiments/results) are runs done: no search is started."""
+    out = tmp_path / "res"
+    for lam in (0.2, 0.8):
+        common.write_json(out / "records" / f"lambda{lam:g}_seed0.json", _record(lam, 0, 10 * lam, [1, 0, 0, 0]))
+    (out / "work" / "data").mkdir(parents=True)
+    (out / "work" / "data" / "dataset.json").write_text("{}")
+
+    def fail(*a, **k):
+        raise AssertionError("a completed run was started again")
+
+    monkeypatch.setattr(lp, "subprocess", types.SimpleNamespace(run=fail))
+    pytest.importorskip("matplotlib")
+    rows = lp.main(["--out", str(out), "--lambdas", "0.2", "0.8", "--seeds", "0"])
+    assert len(rows) == 2
+    data = json.loads((out / "results.json").read_text())
+    assert {"environment", "summary", "cost_by_depth", "runs"} <= set(data)
+    assert data["environment"]["torch"]
+    assert (out / "architectures.png").stat().st_size > 1000
+    assert "lambda" in (out / "results.md").read_text()
+
+
+def test_unreadable_record_is_redone(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text("{trunc")
+    assert common.load_record(path) is None
+
+
+def test_transformer_cost_relative_to_conv_falls_with_depth():
+    """The relation the mechanism in experiments/README.md relies on: at the 160^3 patch the memory term is computed
+    for, a transformer keeps less for backward than the 3x3x3 conv it replaces at the two highest resolutions and
+    more at the two lowest, and its cost relative to the conv rises monotonically towards low resolution (at any
+    channel_mul: both costs scale linearly with the channels)."""
+    for channel_mul in (0.125, 0.5, 1.0):
+        arch = _arch(0)
+        arch.channel_mul = channel_mul
+        ratios = [r["ratio"] for r in lp.cost_by_depth(arch, [160, 160, 160])]
+        assert ratios[0] < ratios[1] < 1.0 < ratios[2] < ratios[3], ratios
+
+
+def test_cli_help():
+    proc = subprocess.run([sys.executable, "-m", "experiments.lambda_placement", "--help"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "--dataset_dir" in proc.stdout
