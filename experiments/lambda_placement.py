@@ -225,11 +225,11 @@ def plot_architectures(records: Sequence[dict[str, Any]], path: Path) -> None:
             ax.set_title(f"lambda {lam:g}, seed {seed}: {rec['memory_gib']:.1f} GiB, "
                          f"T {rec['transformers_by_depth']}", fontsize=8)
             ax.set_ylim(-arch.num_depths + 0.5, 0.5)
+            ax.set_yticks([-d for d in range(arch.num_depths)], [f"d{d}" for d in range(arch.num_depths)], fontsize=7)
     handles = [plt.Line2D([], [], color=c, label=k) for k, c in _OP_COLOURS.items()]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8)
-    fig.suptitle("Searched architectures (rows: seeds; columns: lambda; top row of each panel = highest resolution)",
-                 fontsize=9)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
+    fig.suptitle("Searched architectures\n(rows: seeds, columns: lambda; top = highest resolution)", fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.92))
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
