@@ -62,7 +62,7 @@ __all__ = [
 
 #: every retraining bundle config id this experiment overrides
 TRAIN_OVERRIDE_IDS: tuple[str, ...] = (
-    "dataset_dir", "cache_dir", "arch_file", "num_iterations", "val_interval", "seed", "device", "fold",
+    "dataset_dir", "cache_dir", "arch_file", "ops", "num_iterations", "val_interval", "seed", "device", "fold",
 )
 TRAIN_CONFIGS = ("bundles/dast_kits19_seg/configs/train.json", "bundles/dast_kits19_seg/configs/quick.json")
 METRIC = "val_composite_dice"
@@ -289,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 root.mkdir(parents=True, exist_ok=True)
                 write_json(arch_file, load_record(out / "records" / f"search_{ops}.json")["arch"])
                 settings = {"dataset_dir": str(train_data), "cache_dir": str(root / "cache"),
-                            "arch_file": str(arch_file), "num_iterations": args.num_iterations,
+                            "arch_file": str(arch_file), "ops": ops, "num_iterations": args.num_iterations,
                             "val_interval": args.val_interval, "seed": seed, "device": args.device, "fold": 0}
                 seconds = _run(train_command(root, settings), work / f"log_train_{ops}_seed{seed}.txt")
                 log = read_csv_rows(root / "eval" / "training_log_fold0.csv")
