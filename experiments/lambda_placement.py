@@ -294,9 +294,22 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 if proc.returncode != 0:
                     raise SystemExit(f"search {name} failed (exit {proc.returncode}); see {work / f'log_{name}.txt'}")
             cmd = search_command(root, _settings(args, data, root, lam, seed, False))
+            if seconds is None:  # finished by an earlier call (or by hand): wall time from GNU time in its log
+                seconds = _logged_seconds(work / f"log_{name}.txt")
             write_json(record_path, run_record(root, lam, seed, memory_patch, seconds, cmd))
     write_outputs(out, args.memory_patch)
     return aggregate(_records(out))
+
+
+def _logged_seconds(log: Path) -> float | None:
+    """Wall time in a log that ``/usr/bin/time -v`` wrote ("Elapsed (wall clock) time ...: [h:]m:ss.ss")."""
+    if not log.is_file():
+        return None
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if "Elapsed (wall clock)" in line:
+            parts = [float(p) for p in line.rsplit(" ", 1)[-1].split(":")]
+            return sum(v * 60**i for i, v in enumerate(reversed(parts)))
+    return None
 
 
 def _records(out: Path) -> list[dict[str, Any]]:

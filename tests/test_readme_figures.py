@@ -33,7 +33,8 @@ __all__: list[str] = []
 
 ROOT = Path(__file__).resolve().parents[1]
 FILE_RE = re.compile(
-    r"(?:benchmarks/results/[\w.]+\.(?:md|json)|bundles/[\w/]+\.(?:md|json)|dast_components/[\w/]+\.py)"
+    r"(?:benchmarks/results/[\w.]+\.(?:md|json)|experiments/results/[\w/.]+\.(?:md|json)|bundles/[\w/]+\.(?:md|json)"
+    r"|dast_components/[\w/]+\.py)"
 )
 NUMBER_RE = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
 
