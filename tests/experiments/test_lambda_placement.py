@@ -73,7 +73,7 @@ def test_aggregate_and_table():
     assert rows[0]["transformers_by_depth"][0]["mean"] == pytest.approx(2.0)
     assert rows[0]["seeds"] == [0, 1]
     table = lp.format_table(rows)
-    assert "| 0.2 | 2 | 11.0 ± 1.4 |" in table and "| 0.8 | 1 | 40.0 |" in table
+    assert "| 0.2 | 2 | 11.00 ± 1.41 |" in table and "| 0.8 | 1 | 40.00 |" in table
 
 
 def test_search_command_rejects_unknown_ids():
