@@ -160,7 +160,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
              "|" + " --- |" * 8]
     for r in rows:
         by_depth = " / ".join(_fmt(s) for s in r["transformers_by_depth"])
-        lines.append(f"| {r['memory_lambda']:g} | {len(r['seeds'])} | {_fmt(r["memory_gib"], 2)} | {by_depth} | "
+        lines.append(f"| {r['memory_lambda']:g} | {len(r['seeds'])} | {_fmt(r['memory_gib'], 2)} | {by_depth} | "
                      f"{_fmt(r['transformers'])} | {_fmt(r['active_paths'])} | {r['last_change_iteration']} | "
                      f"{r['iterations']} |")
     return "\n".join(lines)
