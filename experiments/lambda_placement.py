@@ -50,9 +50,11 @@ __all__ = [
     "cost_by_depth",
     "depth_counts",
     "format_cost_table",
+    "format_path_costs",
     "format_table",
     "last_change",
     "main",
+    "path_costs",
     "plot_architectures",
     "run_record",
 ]
@@ -191,6 +193,30 @@ def format_cost_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def path_costs(arch: ArchCode, patch_size: Sequence[int]) -> list[dict[str, Any]]:
+    """MiB (float32, per batch item) of every path of one block per op, connection block included, as the memory
+    term prices them (``path_cost_table``); with each path's input and output depth."""
+    from dast_components.networks.memory import path_cost_table
+
+    table = path_cost_table(filter_nums(arch.channel_mul, arch.num_depths), list(patch_size), arch.num_depths,
+                            list(arch.ops), arch.use_downsample, arch.transformer_kwargs())
+    paths = 3 * arch.num_depths - 2
+    code2in = [(p + 1) // 3 - 1 + (p + 1) % 3 for p in range(paths)]
+    code2out = ([d for d in range(arch.num_depths) for _ in range(3)])[1:-1]
+    return [{"path": p, "in_depth": code2in[p], "out_depth": code2out[p],
+             **{op: float(table[p][i]) * 4 / 2**20 for i, op in enumerate(arch.ops)}} for p in range(paths)]
+
+
+def format_path_costs(rows: Sequence[dict[str, Any]], ops: Sequence[str]) -> str:
+    """Markdown table of :func:`path_costs` rows."""
+    lines = ["| path | depth in -> out | " + " | ".join(f"{op} MiB" for op in ops) + " |",
+             "|" + " --- |" * (2 + len(ops))]
+    for r in rows:
+        lines.append(f"| {r['path']} | {r['in_depth']} -> {r['out_depth']} | "
+                     + " | ".join(f"{r[op]:.1f}" for op in ops) + " |")
+    return "\n".join(lines)
+
+
 def plot_architectures(records: Sequence[dict[str, Any]], path: Path) -> None:
     """Fig. 3-like figure: one panel per (lambda, seed), blocks left to right, depth 0 on top, paths coloured by op."""
     import matplotlib
@@ -324,14 +350,17 @@ def write_outputs(out: Path, memory_patch: int = 160) -> None:
     rows = aggregate(records)
     arch = ArchCode.from_dict(records[0]["arch"])
     costs = cost_by_depth(arch, [memory_patch] * 3)
+    paths = path_costs(arch, [memory_patch] * 3)
     write_json(out / "results.json", {"environment": environment(), "summary": rows, "cost_by_depth": costs,
-                                      "runs": records})
+                                      "path_costs": paths, "runs": records})
     from dast_components.utils import atomic_write_text
 
     atomic_write_text(out / "results.md", "# Memory factor lambda vs memory and transformer placement\n\n"
                       + format_table(rows) + "\n")
     atomic_write_text(out / "cost_table.md", f"# Saved-for-backward memory per op at {memory_patch}^3, channel_mul "
-                      f"{arch.channel_mul}\n\n" + format_cost_table(costs) + "\n")
+                      f"{arch.channel_mul}\n\nOne op (`op_saved_elements`):\n\n" + format_cost_table(costs)
+                      + "\n\nOne path of a block, connection block included, as the memory term prices it "
+                      "(`path_cost_table`):\n\n" + format_path_costs(paths, arch.ops) + "\n")
     try:
         plot_architectures(records, out / "architectures.png")
     except ImportError:
