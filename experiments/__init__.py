@@ -8,4 +8,4 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Experiments that measure the paper's claims with the bundles' own commands (see ``experiments/README.md``)."""
+"""Experiments that measure the paper's claims through the bundle CLIs (see ``experiments/README.md``)."""

@@ -9,327 +9,310 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """
-The paper's Fig. 2 claim, measured: the searched DAST network retrains faster and validates better than the searched
-DiNTS network at an equal memory budget.
+Paper Fig. 2: the searched DAST network vs the searched DiNTS network, retrained with the same schedule.
 
-1. **Search** both op pools with the same ``dast_search`` bundle workflow, data, seed, iterations and absolute memory
-   budget (``--ops dast`` / ``--ops dints``, ``--memory_budget_gib``, in GiB of the retrained network at width 1.0
-   and the paper's 160^3 patch, batch 2, as the search bundle prices it; the supernet itself is searched at the
-   reduced width and patch of :mod:`experiments.lambda_placement`); each decoded architecture is copied to
-   ``OUT/records/arch_<pool>.json`` with a record ``OUT/records/search_<pool>.json``.
-2. **Retrain** each architecture with the ``dast_kits19_seg`` bundle (``train.json`` + ``quick.json``; width
-   ``TRAIN_SETTINGS["channel_mul"]`` so that a CPU retrains it, and the iteration settings below) for every seed;
-   the bundle's per-epoch CSV (training loss, validation Dice of the KiTS19 composite, kidney and tumor) becomes
-   ``OUT/records/train_<pool>_seed<s>.json``.
-3. **Compare**: per pool the final Dice, the best Dice and the area under the validation curve (trapezoid over
-   iterations, divided by their span: the mean Dice over training), mean and sd over seeds; the paired difference
-   DAST - DiNTS per seed (mean and sd); ``OUT/dast_vs_dints.{json,md,png}`` (the PNG: mean validation Dice and
-   training loss per pool with a min-max band over seeds, like the paper's Fig. 2).
+1. Search both op pools (``--ops dast`` / ``--ops dints``) with the ``dast_search`` bundle: same data, workflow,
+   iterations and absolute memory budget (``--memory_budget_gib`` at ``--memory_patch``^3, batch 2).
+2. Retrain each searched architecture with the ``dast_kits19_seg`` bundle (``quick.json`` overlay plus the schedule
+   given here) for every seed; its ``eval/training_log_fold0.csv`` gives training loss and validation Dice per
+   validation interval.
+3. Per op pool: final Dice, best Dice, normalised area under the validation curve (mean, sd over seeds); paired
+   difference DAST - DiNTS per seed (mean, sd); ``curves.png`` (mean and band of one sd over seeds).
 
-Records are the unit of resumption: a finished search or retraining is skipped when the command runs again; an
-unfinished search continues from its checkpoint; an unfinished retraining restarts.
+Writes ``results.json`` (every run, environment), ``results.md`` and ``curves.png`` to ``--out``; one record per
+search and per retraining in ``records/``, so a stopped run resumes (records present are skipped; a search resumes
+from its bundle checkpoint; a retraining that was stopped restarts, the bundle has no training resume).
 
-Command line (defaults: the CPU setting of ``experiments/README.md``)::
-
-    python -m experiments.dast_vs_dints --out experiments/results/dast_vs_dints [--dataset_dir MSD_DIR]
-        [--train_dataset_dir KITS19_DIR] [--budget_gib 24] [--seeds 0 1 2] [--search_iterations 80]
-        [--train_iterations 800] [--val_interval 50] [--jobs 2] [--device cpu]
-        [--search_args "..."] [--train_args "..."]
+Default data: hard synthetic phantoms (:func:`write_hard_phantoms`) written to ``OUT/work``; ``--dataset_dir``
+(MSD layout, for the search) and ``--train_dataset_dir`` (KiTS19 layout, for the retraining) take real data.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import os
-import platform
-import shlex
-import shutil
 import subprocess
-import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from statistics import mean, stdev
 from typing import Any
 
-from dast_components.networks.arch_io import load_arch
-from dast_components.networks.memory import estimate_memory
-from dast_components.search.sweep import depth_counts
-from dast_components.utils import atomic_write_text
-from experiments.lambda_placement import SETTINGS as SEARCH_SETTINGS
-from experiments.runner import Job, loadavg, run_jobs
+import numpy as np
 
-__all__ = ["POOLS", "TRAIN_SETTINGS", "compare", "curve_summary", "main", "read_training_log", "search_command",
-           "train_command"]
+from experiments.common import (
+    environment,
+    load_record,
+    mean_sd,
+    read_csv_rows,
+    search_command,
+    search_finished,
+    write_json,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-SEARCH_BUNDLE = ROOT / "bundles" / "dast_search"
-TRAIN_BUNDLE = ROOT / "bundles" / "dast_kits19_seg"
-POOLS = ("dast", "dints")
-DICE_KEY = "val_composite_dice"  # the retraining bundle's key metric (KiTS19 composite Dice)
-_GIB = float(1024**3)
+__all__ = [
+    "TRAIN_OVERRIDE_IDS",
+    "aggregate",
+    "curve_area",
+    "format_table",
+    "main",
+    "paired",
+    "plot_curves",
+    "train_command",
+    "write_hard_phantoms",
+]
 
-# The retraining bundle's override ids this experiment sets on top of quick.json (32^3 patch, batch 2): the width
-# of the retrained networks (the searched architectures are exported at width 1.0); one place, so a renamed id is
-# changed once.
-TRAIN_SETTINGS: dict[str, Any] = {"channel_mul": 0.125}
-MEMORY_PATCH = (160, 160, 160)
-
-
-def _arg(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, list) else str(value)
-
-
-def search_command(bundle_root: Path, dataset_dir: Path, pool: str, budget_gib: float, iterations: int, device: str,
-                   resume: bool, extra: Sequence[str] = ()) -> list[str]:
-    """The search bundle CLI call of one pool: the lambda experiment's settings, the pool and the absolute budget."""
-    configs = "[" + ",".join(f"'{SEARCH_BUNDLE / 'configs' / c}'" for c in ("search.json", "quick.json")) + "]"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "search", "--config_file", configs,
-           "--bundle_root", str(bundle_root), "--dataset_dir", str(dataset_dir), "--ops", pool,
-           "--memory_budget_gib", str(budget_gib), "--seed", "0", "--num_iterations", str(iterations),
-           "--device", f"$torch.device('{device}')", "--resume", str(resume)]
-    for key, value in SEARCH_SETTINGS.items():
-        cmd += [f"--{key}", _arg(value)]
-    return cmd + list(extra)
+#: every retraining bundle config id this experiment overrides
+TRAIN_OVERRIDE_IDS: tuple[str, ...] = (
+    "dataset_dir", "cache_dir", "arch_file", "ops", "num_iterations", "val_interval", "seed", "device", "fold",
+)
+TRAIN_CONFIGS = ("bundles/dast_kits19_seg/configs/train.json", "bundles/dast_kits19_seg/configs/quick.json")
+METRIC = "val_composite_dice"
+OPS = ("dast", "dints")
 
 
-def train_command(bundle_root: Path, dataset_dir: Path, arch_file: Path, pool: str, seed: int, iterations: int,
-                  val_interval: int, device: str, extra: Sequence[str] = ()) -> list[str]:
-    """The retraining bundle CLI call of one (architecture, seed); ``pool`` is the op pool it was searched with."""
-    configs = "[" + ",".join(f"'{TRAIN_BUNDLE / 'configs' / c}'" for c in ("train.json", "quick.json")) + "]"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", configs,
-           "--bundle_root", str(bundle_root), "--dataset_dir", str(dataset_dir), "--arch_file", str(arch_file),
-           "--ops", pool, "--seed", str(seed), "--num_iterations", str(iterations), "--val_interval", str(val_interval),
-           "--device", device]
-    for key, value in TRAIN_SETTINGS.items():
-        cmd += [f"--{key}", _arg(value)]
-    return cmd + list(extra)
+def write_hard_phantoms(out: Path, layout: str, num_cases: int, noise_sd: float, tumor_contrast: float,
+                        seed: int = 0, shape: Sequence[int] = (64, 64, 48)) -> Path:
+    """Synthetic phantoms made harder: extra Gaussian noise (HU sd ``noise_sd``) and the tumor's contrast to the
+    kidney scaled by ``tumor_contrast`` (1 = unchanged, 0 = the tumor takes the kidney's mean intensity)."""
+    import nibabel as nib
 
+    from dast_components.data.synthetic import write_dataset
+    from dast_components.utils import atomic_path
 
-def read_training_log(path: Path) -> dict[str, list[float]]:
-    """Iteration, training loss and validation Dice columns of the retraining bundle's per-epoch CSV; the Dice
-    lists hold only the epochs that validated."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or DICE_KEY not in rows[0]:
-        raise SystemExit(f"{path} has no '{DICE_KEY}' column: did the retraining validate (val_interval)?")
-    out: dict[str, list[float]] = {"iteration": [], "train_loss": [], "val_iteration": [], "val_dice": []}
-    for r in rows:
-        out["iteration"].append(int(r["iteration"]))
-        out["train_loss"].append(float(r["train_loss"]))
-        if r.get(DICE_KEY):
-            out["val_iteration"].append(int(r["iteration"]))
-            out["val_dice"].append(float(r[DICE_KEY]))
-    return out
-
-
-def curve_summary(iterations: Sequence[int], dice: Sequence[float]) -> dict[str, float]:
-    """Final and best Dice, and the area under the validation curve divided by the iterations it spans."""
-    if not dice:
-        raise ValueError("no validation Dice values")
-    if len(dice) == 1:
-        auc = dice[0]
+    write_dataset(out, layout=layout, num_cases=num_cases, seed=seed, shape=tuple(shape))
+    if layout == "msd":
+        pairs = [(p, out / "labelsTr" / p.name) for p in sorted((out / "imagesTr").glob("*.nii.gz"))]
     else:
-        area = sum((x1 - x0) * (y0 + y1) / 2 for x0, x1, y0, y1 in zip(iterations, iterations[1:], dice, dice[1:]))
-        auc = area / (iterations[-1] - iterations[0])
-    return {"final_dice": dice[-1], "best_dice": max(dice), "auc_dice": auc}
-
-
-def _sd(values: Sequence[float]) -> float:
-    return stdev(values) if len(values) > 1 else 0.0
-
-
-def compare(train_records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Per pool mean/sd of the curve summaries and the paired DAST - DiNTS difference over the seeds both have."""
-    out: dict[str, Any] = {"per_pool": {}, "paired": {}}
-    for pool in POOLS:
-        rs = [r for r in train_records if r["pool"] == pool]
-        if rs:
-            out["per_pool"][pool] = {k: {"mean": mean(r[k] for r in rs), "sd": _sd([r[k] for r in rs])}
-                                     for k in ("final_dice", "best_dice", "auc_dice")}
-            out["per_pool"][pool]["seeds"] = sorted(r["seed"] for r in rs)
-    by = {(r["pool"], r["seed"]): r for r in train_records}
-    seeds = sorted(s for (p, s) in by if p == "dast" and ("dints", s) in by)
-    for k in ("final_dice", "best_dice", "auc_dice"):
-        diffs = [by["dast", s][k] - by["dints", s][k] for s in seeds]
-        if diffs:
-            out["paired"][k] = {"mean": mean(diffs), "sd": _sd(diffs), "per_seed": diffs}
-    out["paired"]["seeds"] = seeds
+        pairs = [(d / "imaging.nii.gz", d / "segmentation.nii.gz") for d in sorted(out.glob("case_*"))]
+    rng = np.random.default_rng(seed + 1000)
+    for image_path, label_path in pairs:
+        img = nib.load(str(image_path))
+        data = np.asarray(img.dataobj).astype(np.float32)
+        label = np.asarray(nib.load(str(label_path)).dataobj)
+        kidney = float(data[label == 1].mean())
+        tumor = label == 2
+        data[tumor] = kidney + tumor_contrast * (data[tumor] - kidney)
+        data += rng.normal(0.0, noise_sd, size=data.shape).astype(np.float32)
+        new = nib.Nifti1Image(np.round(np.clip(data, -1024, 3071)).astype(np.int16), img.affine, img.header)
+        with atomic_path(image_path) as tmp:
+            nib.save(new, tmp)
     return out
 
 
-def _markdown(payload: dict[str, Any]) -> str:
-    cmp_ = payload["comparison"]
-    text = (
-        "# DAST vs DiNTS: searched under one memory budget, retrained with one schedule (paper Fig. 2)\n\n"
-        f"Command: `{payload['command']}`\n\n"
-        f"Search data: {payload['search_dataset']}; retraining data: {payload['train_dataset']}. Budget "
-        f"{payload['budget_gib']} GiB for both (estimated training memory at width 1.0, patch 160^3, batch 2); "
-        f"supernet width {SEARCH_SETTINGS['channel_mul']} at patch {SEARCH_SETTINGS['patch_size']}, "
-        f"{payload['search_iterations']} search iterations, seed 0; retraining at width "
-        f"{TRAIN_SETTINGS['channel_mul']} (quick overlay: patch 32^3, batch 2), {payload['train_iterations']} "
-        f"iterations, validation every {payload['val_interval']}, seeds "
-        f"{payload['seeds']}. Load average {payload['environment']['loadavg_start']} -> "
-        f"{payload['environment']['loadavg_end']}.\n\n"
-        "| pool | ops of the searched architecture | transformers by depth | est. memory GiB at 160^3 |\n"
-        "| --- | --- | --- | --- |\n"
-    )
-    for pool, s in payload["searches"].items():
-        ops = ", ".join(f"{k} {v}" for k, v in s["ops"].items())
-        text += f"| {pool} | {ops} | {s['transformers_by_depth']} | {s['est_memory_gib']:.2f} |\n"
-    text += ("\n| pool | seeds | final Dice | best Dice | area under the validation curve |\n"
-             "| --- | --- | --- | --- | --- |\n")
-    for pool, s in cmp_["per_pool"].items():
-        cells = " | ".join(f"{s[k]['mean']:.4f} +- {s[k]['sd']:.4f}"
-                           for k in ("final_dice", "best_dice", "auc_dice"))
-        text += f"| {pool} | {len(s['seeds'])} | {cells} |\n"
-    if cmp_["paired"].get("final_dice"):
-        cells = " | ".join(f"{cmp_['paired'][k]['mean']:+.4f} +- {cmp_['paired'][k]['sd']:.4f}"
-                           for k in ("final_dice", "best_dice", "auc_dice"))
-        text += f"| DAST - DiNTS, paired over seeds {cmp_['paired']['seeds']} | | {cells} |\n"
-    return text
+def train_command(bundle_root: Path, settings: dict[str, Any], configs: Sequence[str] = TRAIN_CONFIGS) -> list[str]:
+    """``python -m monai.bundle run training`` with ``--<id> <value>`` for each of ``settings``.
+
+    Raises:
+        ValueError: a key of ``settings`` is not in :data:`TRAIN_OVERRIDE_IDS`.
+    """
+    import sys
+
+    unknown = sorted(set(settings) - set(TRAIN_OVERRIDE_IDS))
+    if unknown:
+        raise ValueError(f"training override ids {unknown} are not in TRAIN_OVERRIDE_IDS {TRAIN_OVERRIDE_IDS}.")
+    files = "[" + ",".join(f"'{c}'" for c in configs) + "]"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", files, "--bundle_root",
+           str(bundle_root)]
+    for key, value in settings.items():
+        cmd += [f"--{key}", str(value)]
+    return cmd
 
 
-def _figure(train_records: Sequence[dict[str, Any]], path: Path) -> None:
-    from dast_components.visualize._common import new_figure, save_figure
-
-    fig = new_figure(11.0, 4.2)
-    ax_dice, ax_loss = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for pool, colour in zip(POOLS, ("tab:red", "tab:blue")):
-        rs = [r for r in train_records if r["pool"] == pool]
-        if not rs:
-            continue
-        for ax, xkey, ykey in ((ax_dice, "val_iteration", "val_dice"), (ax_loss, "iteration", "train_loss")):
-            n = min(len(r["curves"][ykey]) for r in rs)
-            xs = rs[0]["curves"][xkey][:n]
-            ys = [[r["curves"][ykey][i] for r in rs] for i in range(n)]
-            ax.plot(xs, [mean(v) for v in ys], color=colour, label=f"{pool.upper()} (mean of {len(rs)} seeds)")
-            ax.fill_between(xs, [min(v) for v in ys], [max(v) for v in ys], color=colour, alpha=0.2)
-    ax_dice.set_xlabel("iteration")
-    ax_dice.set_ylabel("validation Dice (KiTS19 composite)")
-    ax_loss.set_xlabel("iteration")
-    ax_loss.set_ylabel("training loss (epoch mean)")
-    ax_dice.legend(fontsize=8)
-    save_figure(fig, path)
+def curve_area(iterations: Sequence[float], values: Sequence[float]) -> float | None:
+    """Area under the validation curve divided by its iteration span (the curve's mean height); ``None`` if < 2
+    points. A single number that rewards converging fast as well as ending high."""
+    if len(values) < 2:
+        return None
+    x = np.asarray(iterations, dtype=float)
+    y = np.asarray(values, dtype=float)
+    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2 / (x[-1] - x[0]))
 
 
-def _dataset(given: str | None, out: Path, layout: str) -> tuple[Path, str]:
-    if given:
-        path = Path(given).resolve()
-        if not path.is_dir():
-            raise SystemExit(f"dataset folder {path} does not exist.")
-        return path, f"`{given}`"
-    path = out / "work" / f"data_{layout}"
-    seed = "0" if layout == "msd" else "1"
-    if not any(path.glob("*")):
-        subprocess.run([sys.executable, "-m", "dast_components.data.synthetic", "--layout", layout, "--num_cases", "8",
-                        "--seed", seed, "--out", str(path)], check=True, capture_output=True)
-    return path, (f"8 synthetic {layout.upper()}-layout phantoms (`python -m dast_components.data.synthetic --layout "
-                  f"{layout} --seed {seed}`)")
+def _curve(record: dict[str, Any]) -> tuple[list[int], list[float]]:
+    pts = [(int(r["iteration"]), float(r[METRIC])) for r in record["log"] if r.get(METRIC) not in (None, "")]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def aggregate(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per op pool final / best Dice and curve area (mean, sd over seeds); the paired DAST - DiNTS differences."""
+    per_run: dict[str, dict[int, dict[str, float | None]]] = {}
+    for r in records:
+        it, dice = _curve(r)
+        per_run.setdefault(r["ops"], {})[r["seed"]] = {
+            "final": dice[-1] if dice else None, "best": max(dice) if dice else None, "area": curve_area(it, dice)}
+    summary = {}
+    for ops, runs in per_run.items():
+        summary[ops] = {k: mean_sd(v[k] for v in runs.values()) for k in ("final", "best", "area")}
+        summary[ops]["seeds"] = sorted(runs)
+    return {"per_ops": summary, "paired": paired(per_run)}
+
+
+def paired(per_run: dict[str, dict[int, dict[str, float | None]]]) -> dict[str, Any]:
+    """DAST - DiNTS per seed present in both, for final, best and area: values, mean and sd."""
+    a, b = per_run.get("dast", {}), per_run.get("dints", {})
+    seeds = sorted(set(a) & set(b))
+    out: dict[str, Any] = {"seeds": seeds}
+    for k in ("final", "best", "area"):
+        diffs = [a[s][k] - b[s][k] for s in seeds if a[s][k] is not None and b[s][k] is not None]
+        out[k] = {"differences": diffs, **mean_sd(diffs)}
+    return out
+
+
+def _fmt(stat: dict[str, Any]) -> str:
+    if stat["mean"] is None:
+        return "n/a"
+    return f"{stat['mean']:.4f}" + ("" if stat["sd"] is None else f" ± {stat['sd']:.4f}")
+
+
+def format_table(agg: dict[str, Any]) -> str:
+    """Markdown table of :func:`aggregate`'s result."""
+    lines = ["| network | seeds | final Dice | best Dice | area under val. curve / span |", "|" + " --- |" * 5]
+    for ops, s in agg["per_ops"].items():
+        lines.append(f"| {ops} | {len(s['seeds'])} | {_fmt(s['final'])} | {_fmt(s['best'])} | {_fmt(s['area'])} |")
+    p = agg["paired"]
+    lines.append(f"| DAST - DiNTS (paired, seeds {p['seeds']}) | {len(p['seeds'])} | {_fmt(p['final'])} | "
+                 f"{_fmt(p['best'])} | {_fmt(p['area'])} |")
+    return "\n".join(lines)
+
+
+def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> None:
+    """Fig. 2-like figure: validation Dice (mean and one-sd band over seeds) and training loss per op pool."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dast_components.utils import atomic_path
+
+    fig, (ax_d, ax_l) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ops in sorted({r["ops"] for r in records}):
+        rs = [r for r in records if r["ops"] == ops]
+        curves = [_curve(r) for r in rs]
+        n = min(len(c[1]) for c in curves)
+        if n:
+            x = np.asarray(curves[0][0][:n])
+            y = np.asarray([c[1][:n] for c in curves])
+            ax_d.plot(x, y.mean(0), label=f"{ops} ({len(rs)} seeds)")
+            ax_d.fill_between(x, y.mean(0) - y.std(0), y.mean(0) + y.std(0), alpha=0.25)
+        losses = [[(int(row["iteration"]), float(row["train_loss"])) for row in r["log"]] for r in rs]
+        m = min(len(v) for v in losses)
+        if m:
+            lx = np.asarray([p[0] for p in losses[0][:m]])
+            ly = np.asarray([[p[1] for p in v[:m]] for v in losses])
+            ax_l.plot(lx, ly.mean(0), label=ops)
+            ax_l.fill_between(lx, ly.mean(0) - ly.std(0), ly.mean(0) + ly.std(0), alpha=0.25)
+    ax_d.set(xlabel="iteration", ylabel="validation composite Dice", title="validation")
+    ax_l.set(xlabel="iteration", ylabel="training loss (epoch mean)", title="training")
+    ax_d.legend(fontsize=8)
+    ax_l.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def _run(cmd: list[str], log: Path) -> float:
+    print(f"[dast_vs_dints] {' '.join(cmd)}", flush=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log, "a") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[4]} failed (exit {proc.returncode}); see {log}")
+    return time.perf_counter() - start
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Command line entry point; returns the payload written to ``OUT/dast_vs_dints.json``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command = "python -m experiments.dast_vs_dints " + " ".join(shlex.quote(a) for a in argv)
-    parser = argparse.ArgumentParser(prog="python -m experiments.dast_vs_dints",
-                                     description="Search DAST and DiNTS under one memory budget, retrain both with one "
-                                                 "schedule over several seeds, compare (paper Fig. 2).")
-    parser.add_argument("--out", required=True, help="[REQUIRED] results folder (records/, work/, the report)")
-    parser.add_argument("--dataset_dir", default=None, help="[OPTIONAL] MSD-layout search data; default: phantoms")
+    """Command line entry point; returns the aggregate."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.dast_vs_dints", description=__doc__.split("\n")[1])
+    parser.add_argument("--out", default="experiments/results/dast_vs_dints")
+    parser.add_argument("--dataset_dir", default=None, help="[OPTIONAL] MSD-layout search data (default: phantoms)")
     parser.add_argument("--train_dataset_dir", default=None,
-                        help="[OPTIONAL] KiTS19-layout retraining data; default: phantoms")
-    parser.add_argument("--budget_gib", type=float, default=24.0,
-                        help="[OPTIONAL] absolute memory budget of both searches, GiB of the retrained network at "
-                             "width 1.0, 160^3, batch 2 (24, the shipped architecture's)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="[OPTIONAL] retraining seeds (0 1 2)")
-    parser.add_argument("--search_iterations", type=int, default=80, help="[OPTIONAL] (80)")
-    parser.add_argument("--train_iterations", type=int, default=800, help="[OPTIONAL] (800)")
-    parser.add_argument("--val_interval", type=int, default=50, help="[OPTIONAL] validation every N iterations (50)")
-    parser.add_argument("--jobs", type=int, default=2, help="[OPTIONAL] runs at once (2)")
-    parser.add_argument("--device", default="cpu", help="[OPTIONAL] torch device of every run (cpu)")
-    parser.add_argument("--search_args", default="", help="[OPTIONAL] extra overrides of both searches, one string")
-    parser.add_argument("--train_args", default="", help="[OPTIONAL] extra overrides of every retraining, one string")
+                        help="[OPTIONAL] KiTS19-layout retraining data (default: phantoms)")
+    parser.add_argument("--work", default=None, help="[OPTIONAL] bundle roots (default OUT/work)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="[OPTIONAL] retraining seeds")
+    parser.add_argument("--search_iterations", type=int, default=24)
+    parser.add_argument("--search_warmup", type=int, default=8)
+    parser.add_argument("--num_iterations", type=int, default=200, help="[OPTIONAL] retraining iterations")
+    parser.add_argument("--val_interval", type=int, default=20)
+    parser.add_argument("--memory_budget_gib", type=float, default=2.0,
+                        help="[OPTIONAL] absolute budget at --memory_patch^3, batch 2, for both searches (2.0 GiB:"
+                             " binds at channel_mul 0.125, where the untrained decode is ~3.7 GiB)")
+    parser.add_argument("--memory_patch", type=int, default=160)
+    parser.add_argument("--channel_mul", type=float, default=0.125)
+    parser.add_argument("--patch", type=int, default=32)
+    parser.add_argument("--num_cases", type=int, default=10, help="[OPTIONAL] phantom cases per dataset (10)")
+    parser.add_argument("--noise_sd", type=float, default=40.0, help="[OPTIONAL] extra phantom noise, HU (40)")
+    parser.add_argument("--tumor_contrast", type=float, default=0.3, help="[OPTIONAL] tumor contrast scale (0.3)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--report_only", action="store_true")
     args = parser.parse_args(argv)
-    if args.search_iterations <= SEARCH_SETTINGS["warmup_iterations"] and "--warmup_iterations" not in args.search_args:
-        raise SystemExit(f"--search_iterations {args.search_iterations} must exceed the "
-                         f"{SEARCH_SETTINGS['warmup_iterations']} warm-up iterations.")
-    if args.val_interval < 1 or args.val_interval > args.train_iterations:
-        raise SystemExit(f"--val_interval {args.val_interval} must be in 1..{args.train_iterations}.")
-    out = Path(args.out).resolve()
-    records = out / "records"
-    records.mkdir(parents=True, exist_ok=True)
-    start_load = loadavg()
-    search_data, search_desc = _dataset(args.dataset_dir, out, "msd")
-    train_data, train_desc = _dataset(args.train_dataset_dir, out, "kits19")
+    out = Path(args.out)
+    work = Path(args.work) if args.work else out / "work"
+    search_data = Path(args.dataset_dir) if args.dataset_dir else work / "data_msd"
+    train_data = Path(args.train_dataset_dir) if args.train_dataset_dir else work / "data_kits19"
+    if not args.report_only:
+        for path, layout, given in ((search_data, "msd", args.dataset_dir), (train_data, "kits19",
+                                                                             args.train_dataset_dir)):
+            marker = path / ".experiment_phantoms_done"
+            if given is None and not marker.is_file():
+                write_hard_phantoms(path, layout, args.num_cases, args.noise_sd, args.tumor_contrast)
+                marker.write_text("")
+        for ops in OPS:
+            rec_path = out / "records" / f"search_{ops}.json"
+            if load_record(rec_path) is not None:
+                continue
+            root = work / f"search_{ops}"
+            settings = {
+                "dataset_dir": str(search_data), "cache_dir": str(root / "cache"), "num_blocks": 12, "num_depths": 4,
+                "grid": 8, "channel_mul": args.channel_mul, "arch_channel_mul": args.channel_mul,
+                "patch_size": [args.patch] * 3, "train_patch_size": [args.memory_patch] * 3,
+                "num_iterations": args.search_iterations, "warmup_iterations": args.search_warmup,
+                "val_interval": max(1, args.search_iterations // 4), "device": args.device,
+                "amp": args.device != "cpu", "tensorboard": False, "memory_budget_gib": args.memory_budget_gib,
+                "seed": 0, "ops": ops,
+            }
+            seconds = None
+            if not search_finished(root, args.search_iterations):
+                settings["resume"] = (root / "eval" / "search_checkpoint.pt").is_file()
+                seconds = _run(search_command(root, settings), work / f"log_search_{ops}.txt")
+            import json
 
-    def search_done(pool: str, root: Path) -> Any:
-        def done(seconds: float) -> None:
-            arch = load_arch(root / "models" / "arch_code.json")
-            shutil.copyfile(root / "models" / "arch_code.json", records / f"arch_{pool}.tmp")
-            os.replace(records / f"arch_{pool}.tmp", records / f"arch_{pool}.json")
-            rec = {"pool": pool, "seconds": round(seconds, 1), "ops": arch.op_counts(),
-                   "transformers_by_depth": depth_counts(arch),
-                   "est_memory_gib": estimate_memory(arch, MEMORY_PATCH, 2) / _GIB,
-                   "val_dice": arch.provenance.get("val_dice")}
-            atomic_write_text(records / f"search_{pool}.json", json.dumps(rec, indent=2) + "\n")
-        return done
+            arch = json.loads((root / "models" / "arch_code.json").read_text())
+            write_json(rec_path, {"ops": ops, "settings": {k: v for k, v in settings.items() if k != "resume"},
+                                  "arch": arch, "seconds": seconds})
+        for seed in args.seeds:
+            for ops in OPS:
+                rec_path = out / "records" / f"train_{ops}_seed{seed}.json"
+                if load_record(rec_path) is not None:
+                    continue
+                root = work / f"train_{ops}_seed{seed}"
+                arch_file = root / "arch_code.json"
+                root.mkdir(parents=True, exist_ok=True)
+                write_json(arch_file, load_record(out / "records" / f"search_{ops}.json")["arch"])
+                settings = {"dataset_dir": str(train_data), "cache_dir": str(root / "cache"),
+                            "arch_file": str(arch_file), "ops": ops, "num_iterations": args.num_iterations,
+                            "val_interval": args.val_interval, "seed": seed, "device": args.device, "fold": 0}
+                seconds = _run(train_command(root, settings), work / f"log_train_{ops}_seed{seed}.txt")
+                log = read_csv_rows(root / "eval" / "training_log_fold0.csv")
+                write_json(rec_path, {"ops": ops, "seed": seed, "settings": settings, "seconds": seconds,
+                                      "log": log})
+    records = [r for p in sorted((out / "records").glob("train_*.json")) if (r := load_record(p)) is not None]
+    if not records:
+        return {}
+    agg = aggregate(records)
+    data_note = {"search_dataset": args.dataset_dir or f"phantoms: {args.num_cases} cases, noise_sd {args.noise_sd}, "
+                 f"tumor_contrast {args.tumor_contrast}", "train_dataset": args.train_dataset_dir or "phantoms (same)"}
+    write_json(out / "results.json", {"environment": environment(), "data": data_note, "summary": agg,
+                                      "runs": records})
+    from dast_components.utils import atomic_write_text
 
-    jobs = []
-    for pool in POOLS:
-        if not (records / f"search_{pool}.json").is_file():
-            root = out / "work" / f"search_{pool}"
-            resume = (root / "eval" / "search_checkpoint.pt").is_file()
-            cmd = search_command(root, search_data, pool, args.budget_gib, args.search_iterations, args.device,
-                                 resume, shlex.split(args.search_args))
-            jobs.append(Job(f"search {pool}", cmd, root, search_done(pool, root)))
-    run_jobs(jobs, args.jobs, tag="dast_vs_dints")
-
-    def train_done(pool: str, seed: int, root: Path) -> Any:
-        def done(seconds: float) -> None:
-            curves = read_training_log(root / "eval" / "training_log_fold0.csv")
-            rec = {"pool": pool, "seed": seed, "seconds": round(seconds, 1), "curves": curves,
-                   **curve_summary(curves["val_iteration"], curves["val_dice"])}
-            atomic_write_text(records / f"train_{pool}_seed{seed}.json", json.dumps(rec, indent=2) + "\n")
-        return done
-
-    jobs = []
-    for seed in args.seeds:
-        for pool in POOLS:
-            if not (records / f"train_{pool}_seed{seed}.json").is_file():
-                root = out / "work" / f"train_{pool}_seed{seed}"
-                if root.exists():  # an unfinished retraining restarts (the bundle has no mid-run resume)
-                    shutil.rmtree(root)
-                (root / "models").mkdir(parents=True)
-                cmd = train_command(root, train_data, records / f"arch_{pool}.json", pool, seed, args.train_iterations,
-                                    args.val_interval, args.device, shlex.split(args.train_args))
-                jobs.append(Job(f"retrain {pool} seed {seed}", cmd, root, train_done(pool, seed, root)))
-    run_jobs(jobs, args.jobs, tag="dast_vs_dints")
-
-    import monai
-    import torch
-
-    searches = {p: json.loads((records / f"search_{p}.json").read_text()) for p in POOLS}
-    trains = [json.loads((records / f"train_{p}_seed{s}.json").read_text()) for s in args.seeds for p in POOLS]
-    payload = {
-        "command": command, "search_dataset": search_desc, "train_dataset": train_desc,
-        "budget_gib": args.budget_gib, "search_iterations": args.search_iterations,
-        "train_iterations": args.train_iterations, "val_interval": args.val_interval, "seeds": args.seeds,
-        "search_settings": SEARCH_SETTINGS, "train_settings": TRAIN_SETTINGS,
-        "search_args": args.search_args, "train_args": args.train_args,
-        "environment": {"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version(),
-                        "cpu_count": os.cpu_count(), "device": args.device, "loadavg_start": start_load,
-                        "loadavg_end": loadavg()},
-        "searches": searches,
-        "comparison": compare(trains),
-        "runs": [{k: v for k, v in r.items() if k != "curves"} for r in trains],
-    }
-    atomic_write_text(out / "dast_vs_dints.json", json.dumps(payload, indent=2) + "\n")
-    atomic_write_text(out / "dast_vs_dints.md", _markdown(payload))
-    _figure(trains, out / "dast_vs_dints.png")
-    print(f"[dast_vs_dints] wrote {out / 'dast_vs_dints.md'}", flush=True)
-    return payload
+    atomic_write_text(out / "results.md", "# DAST vs DiNTS, retrained\n\n" + format_table(agg) + "\n")
+    try:
+        plot_curves(records, out / "curves.png")
+    except ImportError:
+        print("[dast_vs_dints] matplotlib not installed: no curves.png", flush=True)
+    return agg
 
 
 if __name__ == "__main__":

@@ -9,334 +9,362 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """
-The paper's Fig. 3 claim, measured: the memory factor lambda moves the searched network's memory and where its
-transformers sit.
+Paper Fig. 3: how the memory factor lambda moves memory and transformer placement, over several seeds.
 
-One search per (lambda, seed) with the ``dast_search`` bundle CLI (``python -m monai.bundle run search``), each in its
-own bundle root under ``OUT/work/runs/``; the bundle writes the decoded architecture at every validation interval
-(``models/arch_code_iterNNNNNN.json``) and at the end (``models/arch_code.json``). For every finished search a record
-``OUT/records/lambda_<l>_seed<s>.json`` is written atomically: the final architecture, the op of every path at every
-interval, the last interval at which the decode changed, the estimated training memory at the paper's 160^3 patch
-(batch 2, width 1.0), and the transformers per resolution. Records are the unit of resumption: a (lambda, seed) with a
-record is skipped, one whose bundle root holds a checkpoint continues from it (``--resume true``), so a killed run
-continues where it stopped. From the records the command writes ``OUT/lambda_placement.json`` (every seed, the
-settings, versions, load average), ``OUT/lambda_placement.md`` (mean and sd per lambda; the cost table of the memory
-term) and ``OUT/lambda_placement.png`` (the seed-0 architecture of each lambda side by side, like the paper's Fig. 3,
-and the transformers per depth), all atomically.
+One ``dast_search`` bundle search per (lambda, seed), full 12 x 4 topology with token grid 8; per run the decoded
+architecture's estimated training memory at ``--memory_patch`` (batch 2), transformers per resolution level, and the
+last validation interval at which the decode changed (from ``models/arch_code_iterNNNNNN.json``). Writes
+``results.json`` (every run, every lambda, environment), ``results.md``, ``architectures.png`` and ``cost_table.md``
+to ``--out``; resumable (see :mod:`experiments.common`).
 
-Command line (defaults: the CPU setting of ``experiments/README.md``)::
+Command line (CPU defaults; the GPU recipe is in ``experiments/README.md``)::
 
-    python -m experiments.lambda_placement --out experiments/results/lambda_placement [--dataset_dir DIR] \\
-        [--lambdas 0.2 0.5 0.8] [--seeds 0 1 2] [--iterations 80] [--jobs 2] [--device cpu] [-- OVERRIDES]
-
-Everything after ``--`` goes to every search (e.g. ``-- --num_workers 4``). Without ``--dataset_dir`` eight synthetic
-MSD-layout phantoms are generated into ``OUT/work/data``.
+    python -m experiments.lambda_placement --out experiments/results/lambda_placement \\
+        [--dataset_dir DIR] [--lambdas 0.2 0.5 0.8] [--seeds 0 1 2] [--num_iterations 24] [--warmup_iterations 8] \\
+        [--val_interval 4] [--channel_mul 0.125] [--patch 32] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import os
-import platform
 import subprocess
-import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from statistics import mean, stdev
 from typing import Any
 
 from dast_components.networks.arch_io import ArchCode, load_arch
-from dast_components.networks.memory import estimate_memory
-from dast_components.search.sweep import cost_by_depth, depth_counts, format_cost_table
-from dast_components.utils import atomic_write_text
-from experiments.runner import Job, loadavg, run_jobs
+from dast_components.networks.memory import estimate_memory, filter_nums, op_saved_elements
+from experiments.common import (
+    environment,
+    load_record,
+    mean_sd,
+    read_csv_rows,
+    search_command,
+    search_finished,
+    write_json,
+)
 
 __all__ = [
-    "SETTINGS",
     "aggregate",
+    "cost_by_depth",
+    "depth_counts",
+    "format_cost_table",
+    "format_path_costs",
+    "format_table",
     "last_change",
     "main",
-    "make_record",
-    "run_name",
-    "search_command",
+    "path_costs",
+    "plot_architectures",
+    "run_record",
 ]
 
-ROOT = Path(__file__).resolve().parents[1]
-BUNDLE = ROOT / "bundles" / "dast_search"
 _GIB = float(1024**3)
-
-# The search bundle's override ids this experiment sets (one place, so a renamed id is changed once). The topology
-# and op settings are the bundle's own (12 blocks x 4 depths, token grid 8); the supernet's width and patch are
-# reduced so that 2 CPU cores finish 9 searches in about an hour; the learning rates are the quick overlay's (short
-# searches). The memory term prices the retrained network as the bundle does: width 1.0 at the paper's 160^3 patch
-# (``arch_channel_mul``, ``train_patch_size``), so lambda trades the op costs of the paper's setting.
-SETTINGS: dict[str, Any] = {
-    "num_blocks": 12,
-    "num_depths": 4,
-    "grid": 8,
-    "channel_mul": 0.125,
-    "arch_channel_mul": 1.0,
-    "patch_size": [32, 32, 32],
-    "train_patch_size": [160, 160, 160],
-    "warmup_iterations": 20,
-    "val_interval": 10,
-    "tensorboard": False,
-}
-MEMORY_PATCH = (160, 160, 160)  # the paper's training patch, at which every decode's memory is estimated
-MEMORY_BATCH = 2
+_OP_COLOURS = {"skip_connect": "#9e9e9e", "conv_3x3x3": "#1f77b4", "transformer": "#d62728"}
 
 
-def run_name(memory_lambda: float, seed: int) -> str:
-    """Folder and record name of one search."""
-    return f"lambda_{memory_lambda:g}_seed{seed}"
+def depth_counts(arch: ArchCode, op: str = "transformer") -> list[int]:
+    """Active paths using ``op`` per output resolution level (index 0 = the highest resolution)."""
+    code2out = ([d for d in range(arch.num_depths) for _ in range(3)])[1:-1]
+    counts = [0] * arch.num_depths
+    if op not in arch.ops:
+        return counts
+    index = arch.ops.index(op)
+    for b in range(arch.num_blocks):
+        for p, active in enumerate(arch.arch_code_a[b]):
+            if active and arch.arch_code_c[b][p] == index:
+                counts[code2out[p]] += 1
+    return counts
 
 
-def search_command(
-    bundle_root: Path, dataset_dir: Path, memory_lambda: float, seed: int, iterations: int, device: str,
-    resume: bool, overrides: Sequence[str] = (),
-) -> list[str]:
-    """The bundle CLI call of one search (the bundle's search.json with its quick overlay, then :data:`SETTINGS`)."""
-    configs = "[" + ",".join(f"'{BUNDLE / 'configs' / c}'" for c in ("search.json", "quick.json")) + "]"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "search", "--config_file", configs,
-           "--bundle_root", str(bundle_root), "--dataset_dir", str(dataset_dir),
-           "--memory_lambda", str(memory_lambda), "--seed", str(seed), "--num_iterations", str(iterations),
-           "--device", f"$torch.device('{device}')", "--resume", str(resume)]
-    for key, value in SETTINGS.items():
-        # lists as JSON, booleans as Python literals (the bundle CLI reads "false" as a non-empty string)
-        cmd += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
-    return cmd + list(overrides)
+def _decode_key(arch: ArchCode) -> tuple:
+    """What "the decoded architecture" is: active paths and the op of each active path."""
+    return tuple(
+        tuple(int(c) if a else -1 for a, c in zip(arow, crow)) for arow, crow in zip(arch.arch_code_a, arch.arch_code_c)
+    )
 
 
-def _path_ops(arch: ArchCode) -> list[list[int]]:
-    """Op index of every (block, path), -1 where the path is inactive."""
-    return [[c if a else -1 for a, c in zip(arch.arch_code_a[b], arch.arch_code_c[b])]
-            for b in range(arch.num_blocks)]
+def last_change(history: Sequence[tuple[int, Any]]) -> int | None:
+    """Last iteration whose decode differs from the previous interval's (``history``: ``(iteration, key)`` sorted).
+
+    ``None`` with fewer than two intervals or when the decode never changed.
+    """
+    changed = None
+    for (_, prev), (it, key) in zip(history, history[1:]):
+        if key != prev:
+            changed = it
+    return changed
 
 
-def last_change(decodes: Sequence[tuple[int, ArchCode]]) -> int | None:
-    """Iteration of the last interval whose decoded architecture (active paths and their ops) differs from the
-    interval before; ``None`` when there are fewer than two decodes or none changed."""
-    last = None
-    for (_, prev), (it, cur) in zip(decodes, decodes[1:]):
-        if _path_ops(prev) != _path_ops(cur):
-            last = it
-    return last
-
-
-def make_record(bundle_root: Path, memory_lambda: float, seed: int, iterations: int, seconds: float) -> dict[str, Any]:
-    """Summary of one finished search from the files its bundle root holds."""
+def run_record(bundle_root: Path, memory_lambda: float, seed: int, memory_patch: Sequence[int],
+               seconds: float | None, command: Sequence[str]) -> dict[str, Any]:
+    """The record of one finished search: decode, memory estimate, placement, history of decodes."""
     models = Path(bundle_root) / "models"
-    final = load_arch(models / "arch_code.json")
-    decodes = sorted((int(p.stem.rsplit("iter", 1)[1]), load_arch(p)) for p in models.glob("arch_code_iter*.json"))
-    counts = final.op_counts()
+    arch = load_arch(models / "arch_code.json")
+    history = []
+    for path in sorted(models.glob("arch_code_iter*.json")):
+        a = load_arch(path)
+        history.append((int(path.stem.replace("arch_code_iter", "")), _decode_key(a), depth_counts(a)))
+    rows = read_csv_rows(Path(bundle_root) / "eval" / "metrics.csv")
+    dice = [float(r["val_dice"]) for r in rows if r.get("val_dice")]
+    ratio = [float(r["memory_ratio"]) for r in rows if r.get("memory_ratio")]
     return {
-        "lambda": memory_lambda,
+        "memory_lambda": memory_lambda,
         "seed": seed,
-        "iterations": iterations,
-        "seconds": round(seconds, 1),
-        "est_memory_gib": estimate_memory(final, MEMORY_PATCH, MEMORY_BATCH) / _GIB,
-        "transformers": counts.get("transformer", 0),
-        "transformers_by_depth": depth_counts(final),
-        "ops": counts,
-        "active_paths": sum(counts.values()),
-        "decode_intervals": [it for it, _ in decodes],
-        "last_change_iteration": last_change(decodes),
-        "val_dice": final.provenance.get("val_dice"),
-        "arch": final.to_dict(),
+        "memory_patch": list(memory_patch),
+        "memory_gib": estimate_memory(arch, list(memory_patch), 2) / _GIB,
+        "transformers_by_depth": depth_counts(arch),
+        "conv_by_depth": depth_counts(arch, "conv_3x3x3"),
+        "skip_by_depth": depth_counts(arch, "skip_connect"),
+        "active_paths": int(sum(sum(r) for r in arch.arch_code_a)),
+        "final_memory_ratio": ratio[-1] if ratio else None,
+        "final_val_dice": dice[-1] if dice else None,
+        "iterations": int(rows[-1]["iteration"]) if rows else None,
+        "last_change_iteration": last_change([(it, key) for it, key, _ in history]),
+        "history": [{"iteration": it, "transformers_by_depth": counts} for it, _, counts in history],
+        "arch": arch.to_dict(),
+        "seconds": seconds,
+        "command": " ".join(command),
     }
-
-
-def _sd(values: Sequence[float]) -> float:
-    return stdev(values) if len(values) > 1 else 0.0
 
 
 def aggregate(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per lambda: mean and sd over seeds of the estimated memory, transformer count and transformers per depth."""
-    rows = []
-    for lam in sorted({r["lambda"] for r in records}):
-        rs = [r for r in records if r["lambda"] == lam]
+    """Per lambda: memory (mean, sd), transformers per depth (mean, sd), last-change iterations, seeds."""
+    out = []
+    for lam in sorted({r["memory_lambda"] for r in records}):
+        rs = sorted((r for r in records if r["memory_lambda"] == lam), key=lambda r: r["seed"])
         depths = len(rs[0]["transformers_by_depth"])
-        by_depth = [[r["transformers_by_depth"][d] for r in rs] for d in range(depths)]
-        changes = [r["last_change_iteration"] for r in rs]
-        rows.append({
-            "lambda": lam,
+        out.append({
+            "memory_lambda": lam,
             "seeds": [r["seed"] for r in rs],
-            "est_memory_gib_mean": mean(r["est_memory_gib"] for r in rs),
-            "est_memory_gib_sd": _sd([r["est_memory_gib"] for r in rs]),
-            "transformers_mean": mean(r["transformers"] for r in rs),
-            "transformers_sd": _sd([r["transformers"] for r in rs]),
-            "transformers_by_depth_mean": [mean(v) for v in by_depth],
-            "transformers_by_depth_sd": [_sd(v) for v in by_depth],
-            "active_paths_mean": mean(r["active_paths"] for r in rs),
-            "last_change_iterations": changes,
-            "iterations": rs[0]["iterations"],
+            "memory_gib": mean_sd(r["memory_gib"] for r in rs),
+            "transformers_by_depth": [mean_sd(r["transformers_by_depth"][d] for r in rs) for d in range(depths)],
+            "transformers": mean_sd(sum(r["transformers_by_depth"]) for r in rs),
+            "active_paths": mean_sd(r["active_paths"] for r in rs),
+            "last_change_iteration": [r["last_change_iteration"] for r in rs],
+            "iterations": [r["iterations"] for r in rs],
+            "final_val_dice": mean_sd(r["final_val_dice"] for r in rs),
         })
+    return out
+
+
+def _fmt(stat: dict[str, Any], digits: int = 1) -> str:
+    if stat["mean"] is None:
+        return "n/a"
+    sd = "" if stat["sd"] is None else f" ± {stat['sd']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f}{sd}"
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of :func:`aggregate` rows."""
+    lines = ["| lambda | seeds | est. memory at patch, batch 2 (GiB, mean ± sd) | transformers by depth (0 = highest "
+             "res., mean ± sd) | transformers | active paths | last decode change (iteration per seed) | iterations |",
+             "|" + " --- |" * 8]
+    for r in rows:
+        by_depth = " / ".join(_fmt(s) for s in r["transformers_by_depth"])
+        lines.append(f"| {r['memory_lambda']:g} | {len(r['seeds'])} | {_fmt(r['memory_gib'], 2)} | {by_depth} | "
+                     f"{_fmt(r['transformers'])} | {_fmt(r['active_paths'])} | {r['last_change_iteration']} | "
+                     f"{r['iterations']} |")
+    return "\n".join(lines)
+
+
+def cost_by_depth(arch: ArchCode, patch_size: Sequence[int]) -> list[dict[str, Any]]:
+    """Saved-for-backward MiB of one 3x3x3 conv and one transformer at each depth, per batch item (float32)."""
+    channels = filter_nums(arch.channel_mul, arch.num_depths)
+    shift = int(arch.use_downsample)
+    rows = []
+    for d in range(arch.num_depths):
+        size = [int(s) // 2 ** (d + shift) for s in patch_size]
+        c = channels[d + shift]
+        conv = op_saved_elements("conv_3x3x3", c, size) * 4 / 2**20
+        transformer = op_saved_elements("transformer", c, size, arch.transformer_kwargs()) * 4 / 2**20
+        rows.append({"depth": d, "size": size, "channels": c, "conv_mib": conv, "transformer_mib": transformer,
+                     "ratio": transformer / conv})
     return rows
 
 
-def _markdown(payload: dict[str, Any], cost_table: str) -> str:
-    rows = payload["per_lambda"]
-    s = payload["settings"]
-    text = (
-        "# Memory factor lambda: memory and transformer placement (paper Fig. 3)\n\n"
-        f"Command: `{payload['command']}`\n\n"
-        f"Data: {payload['dataset']}. Search: the `dast_search` bundle (search.json + quick.json) with "
-        f"{s['num_blocks']} blocks x {s['num_depths']} depths, token grid {s['grid']}, supernet width "
-        f"{s['channel_mul']} at patch {s['patch_size']}, memory term priced at width {s['arch_channel_mul']} and patch "
-        f"{s['train_patch_size']}, {payload['iterations']} iterations ({s['warmup_iterations']} weight-only "
-        f"warm-up), decode every {s['val_interval']}; seeds {payload['seeds']}"
-        f"{'; overrides ' + ' '.join(payload['overrides']) if payload['overrides'] else ''}. "
-        "Memory: `estimate_memory` of the "
-        f"decoded architecture at width 1.0, patch 160^3, batch 2. Load average "
-        f"{payload['environment']['loadavg_start']} -> {payload['environment']['loadavg_end']}.\n\n"
-        "| lambda | seeds | est. memory GiB (mean +- sd) | transformers | transformers by depth (0 = highest res.), "
-        "mean +- sd | active paths | last iteration the decode changed (per seed) |\n"
-        "| --- | --- | --- | --- | --- | --- | --- |\n"
-    )
+def format_cost_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of :func:`cost_by_depth` rows."""
+    lines = ["| depth | feature map | channels | conv 3x3x3 MiB | transformer MiB | transformer / conv |",
+             "|" + " --- |" * 6]
     for r in rows:
-        depth = " / ".join(f"{m:.2f}+-{sd:.2f}" for m, sd in zip(r["transformers_by_depth_mean"],
-                                                                    r["transformers_by_depth_sd"]))
-        changes = ", ".join("none" if c is None else str(c) for c in r["last_change_iterations"])
-        text += (f"| {r['lambda']:g} | {len(r['seeds'])} | {r['est_memory_gib_mean']:.2f} +- "
-                 f"{r['est_memory_gib_sd']:.2f} | {r['transformers_mean']:.2f} +- {r['transformers_sd']:.2f} | "
-                 f"{depth} | {r['active_paths_mean']:.1f} | {changes} (of {r['iterations']}) |\n")
-    text += ("\nSaved-for-backward memory per batch item of one 3x3x3 conv and one transformer at each depth, at the "
-             "width and patch where the memory term prices them "
-             "(`dast_components.search.sweep.cost_by_depth`).\n\n" + cost_table + "\n")
-    return text
+        lines.append(f"| {r['depth']} | {'x'.join(map(str, r['size']))} | {r['channels']} | {r['conv_mib']:.2f} | "
+                     f"{r['transformer_mib']:.2f} | {r['ratio']:.2f} |")
+    return "\n".join(lines)
 
 
-def _figure(payload: dict[str, Any], records: Sequence[dict[str, Any]], out: Path) -> None:
-    from dast_components.visualize._common import new_figure, save_figure
-    from dast_components.visualize.arch import draw_architecture
+def path_costs(arch: ArchCode, patch_size: Sequence[int]) -> list[dict[str, Any]]:
+    """MiB (float32, per batch item) of every path of one block per op, connection block included, as the memory
+    term prices them (``path_cost_table``); with each path's input and output depth."""
+    from dast_components.networks.memory import path_cost_table
 
-    lambdas = [r["lambda"] for r in payload["per_lambda"]]
-    panels = []
-    for lam in lambdas:
-        first = min((r for r in records if r["lambda"] == lam), key=lambda r: r["seed"])
-        png = out / "work" / "figures" / f"{run_name(lam, first['seed'])}.png"
-        draw_architecture(ArchCode.from_dict(first["arch"]), png, patch_size=MEMORY_PATCH, batch_size=MEMORY_BATCH)
-        panels.append((lam, first["seed"], png))
-    import matplotlib.image as mpimg
-
-    fig = new_figure(6.0 * len(panels), 9.0)
-    grid = fig.add_gridspec(2, len(panels), height_ratios=[3, 1.4])
-    for i, (lam, seed, png) in enumerate(panels):
-        ax = fig.add_subplot(grid[0, i])
-        ax.imshow(mpimg.imread(png))
-        ax.set_title(f"lambda {lam:g} (seed {seed})")
-        ax.axis("off")
-    ax = fig.add_subplot(grid[1, :])
-    depths = len(payload["per_lambda"][0]["transformers_by_depth_mean"])
-    width = 0.8 / len(lambdas)
-    for i, row in enumerate(payload["per_lambda"]):
-        xs = [d + (i - (len(lambdas) - 1) / 2) * width for d in range(depths)]
-        ax.bar(xs, row["transformers_by_depth_mean"], width, yerr=row["transformers_by_depth_sd"], capsize=3,
-               label=f"lambda {row['lambda']:g}: {row['est_memory_gib_mean']:.1f} GiB")
-    ax.set_xticks(range(depths), [f"depth {d}" for d in range(depths)])
-    ax.set_ylabel("transformer paths (mean +- sd over seeds)")
-    ax.legend(fontsize=8)
-    save_figure(fig, out / "lambda_placement.png")
+    table = path_cost_table(filter_nums(arch.channel_mul, arch.num_depths), list(patch_size), arch.num_depths,
+                            list(arch.ops), arch.use_downsample, arch.transformer_kwargs())
+    paths = 3 * arch.num_depths - 2
+    code2in = [(p + 1) // 3 - 1 + (p + 1) % 3 for p in range(paths)]
+    code2out = ([d for d in range(arch.num_depths) for _ in range(3)])[1:-1]
+    return [{"path": p, "in_depth": code2in[p], "out_depth": code2out[p],
+             **{op: float(table[p][i]) * 4 / 2**20 for i, op in enumerate(arch.ops)}} for p in range(paths)]
 
 
-def _ensure_data(dataset_dir: str | None, out: Path) -> tuple[Path, str]:
-    if dataset_dir:
-        path = Path(dataset_dir).resolve()
-        if not (path / "dataset.json").is_file():
-            raise SystemExit(f"--dataset_dir {path} has no dataset.json (an MSD-layout dataset folder is expected).")
-        return path, f"`{dataset_dir}`"
-    path = out / "work" / "data"
-    if not (path / "dataset.json").is_file():
-        subprocess.run([sys.executable, "-m", "dast_components.data.synthetic", "--layout", "msd", "--num_cases", "8",
-                        "--out", str(path)], check=True, capture_output=True)
-    return path, "8 synthetic MSD-layout phantoms (`python -m dast_components.data.synthetic --layout msd`, seed 0)"
+def format_path_costs(rows: Sequence[dict[str, Any]], ops: Sequence[str]) -> str:
+    """Markdown table of :func:`path_costs` rows."""
+    lines = ["| path | depth in -> out | " + " | ".join(f"{op} MiB" for op in ops) + " |",
+             "|" + " --- |" * (2 + len(ops))]
+    for r in rows:
+        lines.append(f"| {r['path']} | {r['in_depth']} -> {r['out_depth']} | "
+                     + " | ".join(f"{r[op]:.1f}" for op in ops) + " |")
+    return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Command line entry point; returns the payload written to ``OUT/lambda_placement.json``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command = "python -m experiments.lambda_placement " + " ".join(argv)
-    overrides: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, overrides = argv[:cut], argv[cut + 1:]
-    parser = argparse.ArgumentParser(prog="python -m experiments.lambda_placement",
-                                     description="Searches per memory factor lambda and seed; memory and transformer "
-                                                 "placement of the decodes (paper Fig. 3).")
-    parser.add_argument("--out", required=True, help="[REQUIRED] results folder (records/, work/, the report)")
-    parser.add_argument("--dataset_dir", default=None,
-                        help="[OPTIONAL] MSD-layout dataset (dataset.json); default: synthetic phantoms in OUT/work")
-    parser.add_argument("--lambdas", nargs="+", type=float, default=[0.2, 0.5, 0.8], help="[OPTIONAL] (0.2 0.5 0.8)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="[OPTIONAL] search seeds (0 1 2)")
-    parser.add_argument("--iterations", type=int, default=80, help="[OPTIONAL] search iterations (80)")
-    parser.add_argument("--jobs", type=int, default=2, help="[OPTIONAL] searches run at once (2)")
-    parser.add_argument("--device", default="cpu", help="[OPTIONAL] torch device of every search (cpu)")
-    parser.add_argument("--report_only", action="store_true",
-                        help="[OPTIONAL] only aggregate the records that exist (no new searches)")
-    args = parser.parse_args(argv)
-    if args.iterations <= SETTINGS["warmup_iterations"]:
-        raise SystemExit(f"--iterations {args.iterations} must exceed the {SETTINGS['warmup_iterations']} warm-up "
-                         "iterations, or the architecture is never searched.")
-    out = Path(args.out).resolve()
-    (out / "records").mkdir(parents=True, exist_ok=True)
-    start_load = loadavg()
-    todo = [(lam, seed) for seed in args.seeds for lam in args.lambdas
-            if not (out / "records" / f"{run_name(lam, seed)}.json").is_file()]
-    if todo and not args.report_only:
-        data, _ = _ensure_data(args.dataset_dir, out)
+def plot_architectures(records: Sequence[dict[str, Any]], path: Path) -> None:
+    """Fig. 3-like figure: one panel per (lambda, seed), blocks left to right, depth 0 on top, paths coloured by op."""
+    import matplotlib
 
-        def done(lam: float, seed: int, root: Path) -> Any:
-            def write(seconds: float) -> None:
-                record = make_record(root, lam, seed, args.iterations, seconds)
-                atomic_write_text(out / "records" / f"{run_name(lam, seed)}.json", json.dumps(record, indent=2) + "\n")
-                print(f"[lambda_placement] {run_name(lam, seed)}: {record['est_memory_gib']:.2f} GiB, "
-                      f"{record['transformers']} transformers {record['transformers_by_depth']}, last change "
-                      f"{record['last_change_iteration']}", flush=True)
-            return write
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-        jobs = []
-        for lam, seed in todo:
-            root = out / "work" / "runs" / run_name(lam, seed)
-            resume = (root / "eval" / "search_checkpoint.pt").is_file()
-            cmd = search_command(root, data, lam, seed, args.iterations, args.device, resume, overrides)
-            name = run_name(lam, seed) + (" (resumed)" if resume else "")
-            jobs.append(Job(name, cmd, root, done(lam, seed, root)))
-        run_jobs(jobs, args.jobs, tag="lambda_placement")
-    records = [json.loads(p.read_text()) for p in sorted((out / "records").glob("lambda_*_seed*.json"))]
-    records = [r for r in records if r["lambda"] in args.lambdas and r["seed"] in args.seeds]
-    if not records:
-        raise SystemExit(f"no records in {out / 'records'}; run without --report_only first.")
-    import monai
-    import torch
+    from dast_components.utils import atomic_path
 
-    _, dataset = _ensure_data(args.dataset_dir, out) if args.dataset_dir else (None, (
-        "8 synthetic MSD-layout phantoms (`python -m dast_components.data.synthetic --layout msd`, seed 0)"))
-    payload = {
-        "command": command,
-        "dataset": dataset,
-        "settings": SETTINGS,
-        "overrides": overrides,
-        "iterations": records[0]["iterations"],
-        "seeds": sorted({r["seed"] for r in records}),
-        "memory_patch": list(MEMORY_PATCH),
-        "memory_batch": MEMORY_BATCH,
-        "environment": {"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version(),
-                        "cpu_count": os.cpu_count(), "device": args.device, "loadavg_start": start_load,
-                        "loadavg_end": loadavg()},
-        "per_lambda": aggregate(records),
-        "records": [{k: v for k, v in r.items() if k != "arch"} for r in records],
+    lams = sorted({r["memory_lambda"] for r in records})
+    seeds = sorted({r["seed"] for r in records})
+    fig, axes = plt.subplots(len(seeds), len(lams), figsize=(4.2 * len(lams), 2.2 * len(seeds)), squeeze=False)
+    for i, seed in enumerate(seeds):
+        for j, lam in enumerate(lams):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            rec = next((r for r in records if r["memory_lambda"] == lam and r["seed"] == seed), None)
+            if rec is None:
+                ax.set_title(f"lambda {lam:g}, seed {seed}: not run", fontsize=8)
+                continue
+            arch = ArchCode.from_dict(rec["arch"])
+            paths = len(arch.arch_code_a[0])
+            code2in = [(p + 1) // 3 - 1 + (p + 1) % 3 for p in range(paths)]
+            code2out = ([d for d in range(arch.num_depths) for _ in range(3)])[1:-1]
+            for b in range(arch.num_blocks):
+                for p in range(paths):
+                    if arch.arch_code_a[b][p]:
+                        op = arch.ops[arch.arch_code_c[b][p]]
+                        ax.plot([b, b + 1], [-code2in[p], -code2out[p]], color=_OP_COLOURS.get(op, "k"),
+                                lw=2.2 if op == "transformer" else 1.0)
+            ax.set_title(f"lambda {lam:g}, seed {seed}: {rec['memory_gib']:.1f} GiB, "
+                         f"T {rec['transformers_by_depth']}", fontsize=8)
+            ax.set_ylim(-arch.num_depths + 0.5, 0.5)
+            ax.set_yticks([-d for d in range(arch.num_depths)], [f"d{d}" for d in range(arch.num_depths)], fontsize=7)
+    handles = [plt.Line2D([], [], color=c, label=k) for k, c in _OP_COLOURS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8)
+    fig.suptitle("Searched architectures\n(rows: seeds, columns: lambda; top = highest resolution)", fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.92))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def _settings(args: argparse.Namespace, data: Path, root: Path, lam: float, seed: int, resume: bool) -> dict:
+    patch = [args.patch] * 3
+    return {
+        "dataset_dir": str(data), "cache_dir": str(root / "cache"), "num_blocks": 12, "num_depths": 4, "grid": 8,
+        "channel_mul": args.channel_mul, "arch_channel_mul": args.channel_mul, "patch_size": patch,
+        "train_patch_size": [args.memory_patch] * 3, "num_iterations": args.num_iterations,
+        "warmup_iterations": args.warmup_iterations, "val_interval": args.val_interval, "device": args.device,
+        "amp": args.device != "cpu", "tensorboard": False, "memory_lambda": lam, "seed": seed, "ops": "dast",
+        "resume": resume,
     }
-    # the costs the memory term traded: the exported width at the retraining patch
-    priced = dataclasses.replace(ArchCode.from_dict(records[-1]["arch"]), channel_mul=SETTINGS["arch_channel_mul"])
-    costs = cost_by_depth(priced, SETTINGS["train_patch_size"])
-    payload["cost_by_depth"] = costs
-    atomic_write_text(out / "lambda_placement.json", json.dumps(payload, indent=2) + "\n")
-    atomic_write_text(out / "lambda_placement.md", _markdown(payload, format_cost_table(costs)))
-    _figure(payload, records, out)
-    print(f"[lambda_placement] wrote {out / 'lambda_placement.md'}", flush=True)
-    return payload
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Command line entry point; returns the aggregated rows."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.lambda_placement", description=__doc__.split("\n")[1])
+    parser.add_argument("--out", default="experiments/results/lambda_placement", help="[OPTIONAL] results folder")
+    parser.add_argument("--dataset_dir", default=None,
+                        help="[OPTIONAL] MSD-layout dataset (default: 8 synthetic phantoms written to OUT/work/data)")
+    parser.add_argument("--work", default=None, help="[OPTIONAL] bundle roots of the runs (default OUT/work)")
+    parser.add_argument("--lambdas", nargs="+", type=float, default=[0.2, 0.5, 0.8])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--num_iterations", type=int, default=24)
+    parser.add_argument("--warmup_iterations", type=int, default=8)
+    parser.add_argument("--val_interval", type=int, default=4)
+    parser.add_argument("--channel_mul", type=float, default=0.125)
+    parser.add_argument("--patch", type=int, default=32, help="[OPTIONAL] search patch edge (32)")
+    parser.add_argument("--memory_patch", type=int, default=160, help="[OPTIONAL] patch edge of the estimate (160)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--report_only", action="store_true", help="[OPTIONAL] only rebuild outputs from records")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    work = Path(args.work) if args.work else out / "work"
+    data = Path(args.dataset_dir) if args.dataset_dir else work / "data"
+    if not args.report_only and args.dataset_dir is None and not (data / "dataset.json").is_file():
+        from dast_components.data.synthetic import write_dataset
+
+        write_dataset(data, layout="msd", num_cases=8, seed=0, shape=(64, 64, 48))
+    for seed in args.seeds:  # seed-major: an interrupted run still has every lambda for the first seeds
+        for lam in args.lambdas:
+            name = f"lambda{lam:g}_seed{seed}"
+            record_path = out / "records" / f"{name}.json"
+            if args.report_only or load_record(record_path) is not None:
+                continue
+            root = work / "runs" / name
+            memory_patch = [args.memory_patch] * 3
+            seconds = None
+            if not search_finished(root, args.num_iterations):
+                resume = (root / "eval" / "search_checkpoint.pt").is_file()
+                cmd = search_command(root, _settings(args, data, root, lam, seed, resume))
+                print(f"[lambda_placement] {name}: {' '.join(cmd)}", flush=True)
+                root.mkdir(parents=True, exist_ok=True)
+                start = time.perf_counter()
+                with open(work / f"log_{name}.txt", "a") as log:
+                    proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+                seconds = time.perf_counter() - start
+                if proc.returncode != 0:
+                    raise SystemExit(f"search {name} failed (exit {proc.returncode}); see {work / f'log_{name}.txt'}")
+            cmd = search_command(root, _settings(args, data, root, lam, seed, False))
+            if seconds is None:  # finished by an earlier call (or by hand): wall time from GNU time in its log
+                seconds = _logged_seconds(work / f"log_{name}.txt")
+            write_json(record_path, run_record(root, lam, seed, memory_patch, seconds, cmd))
+    write_outputs(out, args.memory_patch)
+    return aggregate(_records(out))
+
+
+def _logged_seconds(log: Path) -> float | None:
+    """Wall time in a log that ``/usr/bin/time -v`` wrote ("Elapsed (wall clock) time ...: [h:]m:ss.ss")."""
+    if not log.is_file():
+        return None
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if "Elapsed (wall clock)" in line:
+            parts = [float(p) for p in line.rsplit(" ", 1)[-1].split(":")]
+            return sum(v * 60**i for i, v in enumerate(reversed(parts)))
+    return None
+
+
+def _records(out: Path) -> list[dict[str, Any]]:
+    return [r for p in sorted((out / "records").glob("*.json")) if (r := load_record(p)) is not None]
+
+
+def write_outputs(out: Path, memory_patch: int = 160) -> None:
+    """``results.json``, ``results.md``, ``cost_table.md`` and ``architectures.png`` from the records in ``out``."""
+    records = _records(out)
+    if not records:
+        return
+    rows = aggregate(records)
+    arch = ArchCode.from_dict(records[0]["arch"])
+    costs = cost_by_depth(arch, [memory_patch] * 3)
+    paths = path_costs(arch, [memory_patch] * 3)
+    write_json(out / "results.json", {"environment": environment(), "summary": rows, "cost_by_depth": costs,
+                                      "path_costs": paths, "runs": records})
+    from dast_components.utils import atomic_write_text
+
+    atomic_write_text(out / "results.md", "# Memory factor lambda vs memory and transformer placement\n\n"
+                      + format_table(rows) + "\n")
+    atomic_write_text(out / "cost_table.md", f"# Saved-for-backward memory per op at {memory_patch}^3, channel_mul "
+                      f"{arch.channel_mul}\n\nOne op (`op_saved_elements`):\n\n" + format_cost_table(costs)
+                      + "\n\nOne path of a block, connection block included, as the memory term prices it "
+                      "(`path_cost_table`):\n\n" + format_path_costs(paths, arch.ops) + "\n")
+    try:
+        plot_architectures(records, out / "architectures.png")
+    except ImportError:
+        print("[lambda_placement] matplotlib not installed: no architectures.png", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,81 +8,89 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""Fast tests of experiments.dast_vs_dints: curve area, paired comparison, resume, outputs, hard phantoms."""
+
 from __future__ import annotations
 
 import json
+import types
+from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
-from experiments import dast_vs_dints as dvd
+from experiments import common
+from experiments import dast_vs_dints as dv
 
 
-def test_curve_summary_final_best_and_normalised_area():
-    s = dvd.curve_summary([10, 20, 40], [0.2, 0.6, 0.4])
-    assert s["final_dice"] == 0.4 and s["best_dice"] == 0.6
-    # trapezoids: 10 * 0.4 + 20 * 0.5 = 14 over 30 iterations
-    assert s["auc_dice"] == pytest.approx(14 / 30)
-    assert dvd.curve_summary([5], [0.3])["auc_dice"] == 0.3
-    with pytest.raises(ValueError):
-        dvd.curve_summary([], [])
+def _log(dice: list[float]) -> list[dict]:
+    return [{"epoch": str(i + 1), "iteration": str(10 * (i + 1)), "train_loss": str(1.0 - 0.1 * i),
+             "val_composite_dice": str(d)} for i, d in enumerate(dice)]
 
 
-def test_compare_pairs_the_seeds_both_pools_have():
-    def rec(pool, seed, d):
-        return {"pool": pool, "seed": seed, "final_dice": d, "best_dice": d + 0.1, "auc_dice": d / 2}
-
-    out = dvd.compare([rec("dast", 0, 0.5), rec("dints", 0, 0.3), rec("dast", 1, 0.7), rec("dints", 1, 0.6),
-                       rec("dast", 2, 0.9)])
-    assert out["paired"]["seeds"] == [0, 1]
-    assert out["paired"]["final_dice"]["per_seed"] == pytest.approx([0.2, 0.1])
-    assert out["paired"]["final_dice"]["mean"] == pytest.approx(0.15)
-    assert out["per_pool"]["dast"]["final_dice"]["mean"] == pytest.approx(0.7)
-    assert out["per_pool"]["dints"]["seeds"] == [0, 1]
+def _records() -> list[dict]:
+    return [
+        {"ops": "dast", "seed": 0, "log": _log([0.1, 0.3, 0.2])},
+        {"ops": "dast", "seed": 1, "log": _log([0.1, 0.5, 0.4])},
+        {"ops": "dints", "seed": 0, "log": _log([0.2, 0.2, 0.1])},
+        {"ops": "dints", "seed": 1, "log": _log([0.0, 0.1, 0.2])},
+    ]
 
 
-def test_training_log_keeps_only_validated_epochs_for_dice(tmp_path):
-    path = tmp_path / "log.csv"
-    path.write_text("epoch,iteration,train_loss,learning_rate,val_composite_dice\n1,4,1.5,0.1,\n2,8,1.2,0.1,0.25\n"
-                    "3,12,1.0,0.1,\n4,16,0.9,0.1,0.5\n")
-    log = dvd.read_training_log(path)
-    assert log["iteration"] == [4, 8, 12, 16] and log["train_loss"] == [1.5, 1.2, 1.0, 0.9]
-    assert log["val_iteration"] == [8, 16] and log["val_dice"] == [0.25, 0.5]
-    (tmp_path / "bad.csv").write_text("epoch,iteration,train_loss\n1,4,1.5\n")
-    with pytest.raises(SystemExit, match="val_composite_dice"):
-        dvd.read_training_log(tmp_path / "bad.csv")
+def test_curve_area_is_mean_height():
+    assert dv.curve_area([0, 10], [0.2, 0.4]) == pytest.approx(0.3)
+    assert dv.curve_area([0, 10, 30], [0.0, 1.0, 1.0]) == pytest.approx((5 + 20) / 30)
+    assert dv.curve_area([5], [0.5]) is None
 
 
-def test_commands_use_one_budget_and_one_schedule(tmp_path):
-    a = " ".join(dvd.search_command(tmp_path, tmp_path, "dast", 24.0, 80, "cpu", False))
-    b = " ".join(dvd.search_command(tmp_path, tmp_path, "dints", 24.0, 80, "cpu", False))
-    assert a.replace("--ops dast", "--ops dints") == b
-    assert "--memory_budget_gib 24.0" in a and "--train_patch_size [160, 160, 160]" in a
-    t = " ".join(dvd.train_command(tmp_path / "r", tmp_path / "d", tmp_path / "arch.json", "dints", 2, 800, 50,
-                                        "cpu"))
-    assert "--seed 2" in t and "--num_iterations 800" in t and "--val_interval 50" in t
-    assert "--channel_mul 0.125" in t and "--ops dints" in t
+def test_aggregate_and_paired():
+    agg = dv.aggregate(_records())
+    assert agg["per_ops"]["dast"]["final"]["mean"] == pytest.approx(0.3)
+    assert agg["per_ops"]["dast"]["best"]["mean"] == pytest.approx(0.4)
+    assert agg["paired"]["seeds"] == [0, 1]
+    assert agg["paired"]["final"]["differences"] == pytest.approx([0.1, 0.2])
+    assert agg["paired"]["final"]["mean"] == pytest.approx(0.15)
+    table = dv.format_table(agg)
+    assert "| dast | 2 | 0.3000 ± 0.1414 |" in table and "DAST - DiNTS" in table
 
 
-def test_bad_schedule_is_refused(tmp_path):
-    with pytest.raises(SystemExit, match="val_interval"):
-        dvd.main(["--out", str(tmp_path), "--train_iterations", "10", "--val_interval", "20"])
+def test_train_command_rejects_unknown_ids():
+    cmd = dv.train_command(Path("r"), {"seed": 1, "num_iterations": 5})
+    assert cmd[cmd.index("--seed") + 1] == "1"
+    with pytest.raises(ValueError, match="bogus"):
+        dv.train_command(Path("r"), {"bogus": 1})
 
 
-@pytest.mark.slow
-def test_tiny_end_to_end_run_and_resume(tmp_path):
-    """Both searches and both retrainings of one seed through the bundle CLIs, then a second call that finds every
-    record and runs nothing."""
-    args = ["--out", str(tmp_path), "--seeds", "0", "--search_iterations", "6", "--train_iterations", "8",
-            "--val_interval", "4", "--jobs", "2",
-            "--search_args", "--num_blocks 2 --num_depths 2 --grid 2 --warmup_iterations 3 --val_interval 3",
-            "--train_args", "--grid 2"]
-    first = dvd.main(args)
-    assert set(first["searches"]) == {"dast", "dints"}
-    assert first["comparison"]["paired"]["seeds"] == [0]
-    runs = {r["pool"]: r for r in first["runs"]}
-    assert set(runs) == {"dast", "dints"} and all(0 <= r["final_dice"] <= 1 for r in runs.values())
-    stamp = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "records").iterdir()}
-    second = dvd.main(args)
-    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "records").iterdir()} == stamp
-    assert json.dumps(second["comparison"]) == json.dumps(first["comparison"])
-    assert (tmp_path / "dast_vs_dints.png").stat().st_size > 0
+def test_resume_from_records_writes_outputs(tmp_path, monkeypatch):
+    out = tmp_path / "res"
+    for ops in dv.OPS:
+        common.write_json(out / "records" / f"search_{ops}.json", {"ops": ops, "arch": {}})
+    for r in _records():
+        common.write_json(out / "records" / f"train_{r['ops']}_seed{r['seed']}.json", r)
+    for name in ("data_msd", "data_kits19"):
+        (out / "work" / name).mkdir(parents=True)
+        (out / "work" / name / ".experiment_phantoms_done").write_text("")
+
+    def fail(*a, **k):
+        raise AssertionError("a completed run was started again")
+
+    monkeypatch.setattr(dv, "subprocess", types.SimpleNamespace(run=fail))
+    pytest.importorskip("matplotlib")
+    agg = dv.main(["--out", str(out), "--seeds", "0", "1"])
+    assert agg["paired"]["seeds"] == [0, 1]
+    data = json.loads((out / "results.json").read_text())
+    assert data["environment"]["loadavg_1_5_15"] is not None and len(data["runs"]) == 4
+    assert (out / "curves.png").stat().st_size > 1000
+
+
+def test_hard_phantoms_lower_tumor_contrast(tmp_path):
+    plain = dv.write_hard_phantoms(tmp_path / "a", "kits19", 1, noise_sd=0.0, tumor_contrast=1.0, shape=(32, 32, 24))
+    hard = dv.write_hard_phantoms(tmp_path / "b", "kits19", 1, noise_sd=0.0, tumor_contrast=0.0, shape=(32, 32, 24))
+
+    def gap(root: Path) -> float:
+        img = np.asarray(nib.load(str(root / "case_00000" / "imaging.nii.gz")).dataobj, dtype=float)
+        lab = np.asarray(nib.load(str(root / "case_00000" / "segmentation.nii.gz")).dataobj)
+        return abs(img[lab == 2].mean() - img[lab == 1].mean())
+
+    assert gap(hard) < 1.0 < gap(plain)
