@@ -73,3 +73,41 @@ def test_bad_paths_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="not a folder"):
         onnx_network(_net(tmp_path), WINDOW, tmp_path / "file")
+
+
+@pytest.mark.slow
+def test_bundle_onnx_overlay_matches_inference_json(tmp_path: Path) -> None:
+    """``inference_onnx.json`` writes the same mask as ``inference.json`` (same weights, geometry, post-processing)."""
+    import nibabel as nib
+    import numpy as np
+    from monai.bundle import ConfigWorkflow
+
+    from dast_components.data.synthetic import kits19_affine, make_phantom, to_kits19_array
+    from tests.bundles.kits19_utils import config_path, save_kits_case
+
+    arch = write_tiny_arch(tmp_path / "arch.json")
+    data = tmp_path / "data"
+    _, label = make_phantom((40, 36, 24), (1.0, 1.0, 2.0), seed=3)
+    label_k = to_kits19_array(label.astype(np.uint8))
+    save_kits_case(data / "case_00000", (label_k * 100).astype(np.int16), label_k,
+                   kits19_affine(label.shape, (1.0, 1.0, 2.0)))
+    (tmp_path / "models").mkdir()
+    torch.manual_seed(0)
+    torch.save({"model": DASTNet(str(arch)).state_dict(), "bundle": {"intensity": {"lower": 0.0, "upper": 200.0}}},
+               tmp_path / "models" / "model.pt")
+    masks = []
+    for extra in ([], [config_path("inference_onnx")]):
+        out = tmp_path / ("onnx" if extra else "eager")
+        workflow = ConfigWorkflow(
+            config_file=[config_path("inference"), config_path("quick"), *extra], meta_file=config_path("metadata"),
+            workflow_type="infer", bundle_root=str(tmp_path), dataset_dir=str(data), arch_file=str(arch),
+            output_dir=str(out), device="cpu", num_workers=0)
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+        masks.append(nib.load(str(out / "prediction_00000.nii.gz")))
+    assert list((tmp_path / "models" / "onnx").glob("*.onnx"))
+    np.testing.assert_allclose(masks[0].affine, masks[1].affine)
+    a, b = np.asarray(masks[0].dataobj), np.asarray(masks[1].dataobj)
+    assert a.shape == b.shape == label_k.shape
+    assert float((a != b).mean()) < 1e-3  # argmax ties may flip at a handful of voxels
