@@ -1,0 +1,180 @@
+"""Fast CPU inference: the bundle's network exported to ONNX and run with ONNX Runtime.
+
+Used by ``bundles/dast_kits19_seg/configs/inference_onnx.json``. The network (one model or a
+:class:`~dast_components.inference.FoldEnsemble`) is exported once with PyTorch's TorchScript-based exporter
+(``torch.onnx.export(..., dynamo=False)``; the dynamo exporter needs ``onnxscript``), written atomically into a
+cache directory under a name keyed by a hash of the weights and window size (new weights, a new window or a new
+architecture give a new file), checked against eager PyTorch on a random input (max abs difference of the logits
+<= ``tolerance``, else an error), and run by :class:`OnnxPredictor` inside MONAI's sliding window. Pre- and
+post-processing are those of ``inference.json``; only the network call changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dast_components.errors import InputError
+
+__all__ = ["DEFAULT_TOLERANCE", "OnnxPredictor", "export_onnx", "onnx_network", "weights_key"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOLERANCE = 1e-3
+"""Largest accepted absolute difference between ONNX Runtime's and eager PyTorch's logits on the check input."""
+
+
+def weights_key(network: nn.Module, window: Sequence[int]) -> str:
+    """A short hash of ``network``'s parameters and buffers, its class and the window size.
+
+    Args:
+        network: the eager network.
+        window: the spatial input size (D, H, W) the export is made for.
+
+    Returns:
+        16 hex digits; equal for equal weights, architecture and window.
+    """
+    h = hashlib.sha256()
+    h.update(type(network).__qualname__.encode())
+    h.update(repr(tuple(int(w) for w in window)).encode())
+    for name, value in network.state_dict().items():
+        h.update(name.encode())
+        h.update(repr(tuple(value.shape)).encode())
+        h.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def export_onnx(network: nn.Module, path: str | os.PathLike, window: Sequence[int], in_channels: int = 1) -> Path:
+    """Export ``network`` (eval mode, CPU) to ONNX at ``path`` atomically (temporary file, then rename).
+
+    The batch dimension is dynamic; the spatial size is fixed to ``window``.
+
+    Args:
+        network: the eager network, input (B, in_channels, D, H, W) -> logits (B, C, D, H, W).
+        path: where to write the ``.onnx`` file (its folder is created).
+        window: (D, H, W) of the sliding window.
+        in_channels: input channels.
+
+    Returns:
+        the written path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(1, in_channels, *[int(w) for w in window])
+    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                network.cpu().eval(),
+                (example,),
+                tmp,
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+class OnnxPredictor(nn.Module):
+    """Runs an ONNX file with ONNX Runtime (CPUExecutionProvider) behind the interface of an ``nn.Module``.
+
+    ``forward`` takes (B, C_in, D, H, W) on any device and returns float32 logits (B, C, D, H, W) on the same
+    device, so MONAI's ``SlidingWindowInferer`` and ``SupervisedEvaluator`` use it as they use the eager network.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        super().__init__()
+        try:
+            import onnxruntime as ort
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise InputError(
+                "inference_onnx.json needs onnxruntime: pip install 'onnxruntime==1.32.0' (or pip install .[onnx])."
+            ) from e
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"no ONNX file at {path}.")
+        options = ort.SessionOptions()
+        n = threads if threads is not None else int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+        if n > 0:
+            options.intra_op_num_threads = n
+            options.inter_op_num_threads = 1
+        self.path = path
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, D, H, W) -> float32 logits (B, C, D, H, W) on ``x``'s device."""
+        arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        (out,) = self.session.run(None, {self.input_name: arr})
+        return torch.from_numpy(out).to(x.device)
+
+
+def onnx_network(
+    network: nn.Module,
+    window: Sequence[int],
+    cache_dir: str | os.PathLike,
+    in_channels: int = 1,
+    tolerance: float = DEFAULT_TOLERANCE,
+    threads: int | None = None,
+    seed: int = 0,
+) -> OnnxPredictor:
+    """The ONNX Runtime predictor for ``network``, exporting it on first use and checking it against eager.
+
+    Args:
+        network: the loaded eager network (e.g. from ``dast_components.inference.load_network``).
+        window: (D, H, W) of the sliding window (the export's fixed spatial size).
+        cache_dir: folder for ``<weights_key>.onnx`` (reused while weights, architecture and window are the same).
+        in_channels: input channels.
+        tolerance: largest accepted max abs difference of the logits on a random (1, in_channels, *window) input.
+        threads: ONNX Runtime intra-op threads (default: ``OMP_NUM_THREADS`` if set, else ONNX Runtime's choice).
+        seed: seed of the check input.
+
+    Raises:
+        InputError: ``cache_dir`` is not a writable folder, or the ONNX output differs from eager by more than
+            ``tolerance`` (the file is removed so the next run re-exports).
+
+    Returns:
+        an :class:`OnnxPredictor` (an ``nn.Module``) for the sliding window.
+    """
+    cache = Path(cache_dir)
+    if cache.exists() and not cache.is_dir():
+        raise InputError(f"onnx_cache_dir {cache} exists and is not a folder.")
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"onnx_cache_dir {cache} cannot be created: {e}") from e
+    network = network.cpu().eval()
+    path = cache / f"dast_{weights_key(network, window)}.onnx"
+    if not path.is_file():
+        logger.info("exporting the network to %s (window %s)", path, list(window))
+        export_onnx(network, path, window, in_channels)
+    predictor = OnnxPredictor(path, threads)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, in_channels, *[int(w) for w in window], generator=g)
+    with torch.no_grad():
+        ref = network(x).float()
+    diff = float((predictor(x) - ref).abs().max())
+    if not diff <= tolerance:
+        path.unlink(missing_ok=True)
+        raise InputError(
+            f"ONNX Runtime output of {path} differs from eager PyTorch by {diff:.3g} (max abs, logits) > tolerance "
+            f"{tolerance:g}; use inference.json instead."
+        )
+    logger.info("ONNX Runtime matches eager PyTorch within %.3g (max abs logit difference, tolerance %g)", diff,
+                tolerance)
+    return predictor
