@@ -204,3 +204,9 @@ def test_datalist_file_replaces_the_folds(workspace: dict[str, str], configs: li
     assert parser.get_parsed_content("validate#dataset#data") == split["validation"]
     if configs == ["train"]:
         assert parser.get_parsed_content("train#dataset#data") == split["training"]
+
+
+def test_onnx_overlay_keeps_every_import_of_inference() -> None:
+    """A later config's list replaces the earlier one when MONAI merges files: the overlay must repeat them all."""
+    base, overlay = _load("inference"), _load("inference_onnx")
+    assert set(base["imports"]) <= set(overlay["imports"]), set(base["imports"]) - set(overlay["imports"])
