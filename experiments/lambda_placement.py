@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from dast_components.networks.arch_io import ArchCode, load_arch
-from dast_components.networks.memory import estimate_memory, filter_nums, op_saved_elements
+from dast_components.networks.memory import estimate_memory, filter_nums
+from dast_components.search.sweep import cost_by_depth
 from experiments.common import (
     environment,
     load_record,
@@ -168,23 +169,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def cost_by_depth(arch: ArchCode, patch_size: Sequence[int]) -> list[dict[str, Any]]:
-    """Saved-for-backward MiB of one 3x3x3 conv and one transformer at each depth, per batch item (float32)."""
-    channels = filter_nums(arch.channel_mul, arch.num_depths)
-    shift = int(arch.use_downsample)
-    rows = []
-    for d in range(arch.num_depths):
-        size = [int(s) // 2 ** (d + shift) for s in patch_size]
-        c = channels[d + shift]
-        conv = op_saved_elements("conv_3x3x3", c, size) * 4 / 2**20
-        transformer = op_saved_elements("transformer", c, size, arch.transformer_kwargs()) * 4 / 2**20
-        rows.append({"depth": d, "size": size, "channels": c, "conv_mib": conv, "transformer_mib": transformer,
-                     "ratio": transformer / conv})
-    return rows
-
-
 def format_cost_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Markdown table of :func:`cost_by_depth` rows."""
+    """Markdown table of :func:`~dast_components.search.sweep.cost_by_depth` rows (MiB to 2 decimals)."""
     lines = ["| depth | feature map | channels | conv 3x3x3 MiB | transformer MiB | transformer / conv |",
              "|" + " --- |" * 6]
     for r in rows:
