@@ -17,7 +17,7 @@ experiments override are listed once, in :data:`SEARCH_OVERRIDE_IDS`; adapt them
 
 Resume: each (setting, seed) run writes one record ``records/<name>.json`` atomically when it completes; a record
 present is a run done (skipped on the next call). A run stopped midway is resumed from its bundle checkpoint
-(``--resume true`` when ``eval/search_checkpoint.pt`` exists in its bundle root).
+(``--resume True`` when ``eval/search_checkpoint.pt`` exists in its bundle root).
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ def search_command(bundle_root: Path, settings: dict[str, Any], configs: Sequenc
     for key, value in settings.items():
         if value is None:
             continue
-        text = json.dumps(value) if isinstance(value, (list, tuple)) else str(value).lower() if isinstance(
-            value, bool) else str(value)
+        # lists as JSON; booleans as Python literals: the bundle CLI keeps "false" as a (truthy) string
+        text = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
         cmd += [f"--{key}", text]
     return cmd
 

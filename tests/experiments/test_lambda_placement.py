@@ -78,7 +78,11 @@ def test_aggregate_and_table():
 
 def test_search_command_rejects_unknown_ids():
     cmd = common.search_command(Path("r"), {"memory_lambda": 0.5, "patch_size": [32, 32, 32], "amp": False})
-    assert cmd[cmd.index("--patch_size") + 1] == "[32, 32, 32]" and cmd[cmd.index("--amp") + 1] == "false"
+    assert cmd[cmd.index("--patch_size") + 1] == "[32, 32, 32]" and cmd[cmd.index("--amp") + 1] == "False"
+    # why: the bundle CLI (fire) reads "False" as the boolean and keeps "false" as a non-empty, truthy string
+    from fire.parser import DefaultParseValue
+
+    assert DefaultParseValue("False") is False and DefaultParseValue("false") == "false"
     with pytest.raises(ValueError, match="not_an_id"):
         common.search_command(Path("r"), {"not_an_id": 1})
 
