@@ -35,7 +35,7 @@ from typing import Any
 
 from dast_components.networks.arch_io import ArchCode, load_arch
 from dast_components.networks.memory import estimate_memory, filter_nums
-from dast_components.search.sweep import cost_by_depth
+from dast_components.search.sweep import cost_by_depth, depth_counts
 from experiments.common import (
     environment,
     load_record,
@@ -62,20 +62,6 @@ __all__ = [
 
 _GIB = float(1024**3)
 _OP_COLOURS = {"skip_connect": "#9e9e9e", "conv_3x3x3": "#1f77b4", "transformer": "#d62728"}
-
-
-def depth_counts(arch: ArchCode, op: str = "transformer") -> list[int]:
-    """Active paths using ``op`` per output resolution level (index 0 = the highest resolution)."""
-    code2out = ([d for d in range(arch.num_depths) for _ in range(3)])[1:-1]
-    counts = [0] * arch.num_depths
-    if op not in arch.ops:
-        return counts
-    index = arch.ops.index(op)
-    for b in range(arch.num_blocks):
-        for p, active in enumerate(arch.arch_code_a[b]):
-            if active and arch.arch_code_c[b][p] == index:
-                counts[code2out[p]] += 1
-    return counts
 
 
 def _decode_key(arch: ArchCode) -> tuple:
