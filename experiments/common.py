@@ -39,6 +39,7 @@ __all__ = [
     "load_record",
     "mean_sd",
     "read_csv_rows",
+    "bundle_command",
     "search_command",
     "search_finished",
     "write_json",
@@ -54,25 +55,31 @@ SEARCH_OVERRIDE_IDS: tuple[str, ...] = (
 SEARCH_CONFIGS = ("bundles/dast_search/configs/search.json", "bundles/dast_search/configs/quick.json")
 
 
-def search_command(bundle_root: Path, settings: dict[str, Any], configs: Sequence[str] = SEARCH_CONFIGS) -> list[str]:
-    """``python -m monai.bundle run search`` with ``--<id> <value>`` for each of ``settings``.
+def bundle_command(workflow: str, bundle_root: Path, settings: dict[str, Any], configs: Sequence[str],
+                   allowed: Sequence[str]) -> list[str]:
+    """``python -m monai.bundle run <workflow>`` over ``configs`` with ``--<id> <value>`` for each of ``settings``
+    (``None`` values left out, lists as JSON, booleans as Python literals: the bundle CLI keeps "false" as a truthy
+    string).
 
     Raises:
-        ValueError: a key of ``settings`` is not in :data:`SEARCH_OVERRIDE_IDS`.
+        ValueError: a key of ``settings`` is not in ``allowed``.
     """
-    unknown = sorted(set(settings) - set(SEARCH_OVERRIDE_IDS))
+    unknown = sorted(set(settings) - set(allowed))
     if unknown:
-        raise ValueError(f"search override ids {unknown} are not in SEARCH_OVERRIDE_IDS {SEARCH_OVERRIDE_IDS}.")
+        raise ValueError(f"{workflow} override ids {unknown} are not among the ids this experiment sets "
+                         f"{tuple(allowed)}.")
     files = "[" + ",".join(f"'{c}'" for c in configs) + "]"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "search", "--config_file", files,
+    cmd = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", files,
            "--bundle_root", str(bundle_root)]
     for key, value in settings.items():
-        if value is None:
-            continue
-        # lists as JSON; booleans as Python literals: the bundle CLI keeps "false" as a (truthy) string
-        text = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
-        cmd += [f"--{key}", text]
+        if value is not None:
+            cmd += [f"--{key}", json.dumps(value) if isinstance(value, (list, tuple)) else str(value)]
     return cmd
+
+
+def search_command(bundle_root: Path, settings: dict[str, Any], configs: Sequence[str] = SEARCH_CONFIGS) -> list[str]:
+    """The search bundle's ``search`` workflow with ``settings`` (keys from :data:`SEARCH_OVERRIDE_IDS`)."""
+    return bundle_command("search", bundle_root, settings, configs, SEARCH_OVERRIDE_IDS)
 
 
 def read_csv_rows(path: Path) -> list[dict[str, str]]:

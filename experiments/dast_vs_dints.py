@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from experiments.common import (
+    bundle_command,
     environment,
     load_record,
     mean_sd,
@@ -99,22 +100,8 @@ def write_hard_phantoms(out: Path, layout: str, num_cases: int, noise_sd: float,
 
 
 def train_command(bundle_root: Path, settings: dict[str, Any], configs: Sequence[str] = TRAIN_CONFIGS) -> list[str]:
-    """``python -m monai.bundle run training`` with ``--<id> <value>`` for each of ``settings``.
-
-    Raises:
-        ValueError: a key of ``settings`` is not in :data:`TRAIN_OVERRIDE_IDS`.
-    """
-    import sys
-
-    unknown = sorted(set(settings) - set(TRAIN_OVERRIDE_IDS))
-    if unknown:
-        raise ValueError(f"training override ids {unknown} are not in TRAIN_OVERRIDE_IDS {TRAIN_OVERRIDE_IDS}.")
-    files = "[" + ",".join(f"'{c}'" for c in configs) + "]"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", files, "--bundle_root",
-           str(bundle_root)]
-    for key, value in settings.items():
-        cmd += [f"--{key}", str(value)]
-    return cmd
+    """The KiTS bundle's ``training`` workflow with ``settings`` (keys from :data:`TRAIN_OVERRIDE_IDS`)."""
+    return bundle_command("training", bundle_root, settings, configs, TRAIN_OVERRIDE_IDS)
 
 
 def curve_area(iterations: Sequence[float], values: Sequence[float]) -> float | None:
