@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from dast_components.errors import InputError
+from dast_components.utils import atomic_path
 
 __all__ = ["DEFAULT_TOLERANCE", "OnnxPredictor", "export_onnx", "onnx_network", "weights_key"]
 
@@ -67,26 +67,18 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, window: Sequence[in
         the written path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(1, in_channels, *[int(w) for w in window])
-    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with torch.no_grad():
-            torch.onnx.export(
-                network.cpu().eval(),
-                (example,),
-                tmp,
-                input_names=["image"],
-                output_names=["logits"],
-                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=17,
-                dynamo=False,
-            )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, torch.no_grad():
+        torch.onnx.export(
+            network.cpu().eval(),
+            (example,),
+            str(tmp),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
     return path
 
 
