@@ -43,14 +43,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch.distributed as dist
+import ignite.distributed as idist
+from ignite.engine import Events
 from ignite.handlers.checkpoint import BaseSaveHandler
-from monai.handlers import CheckpointSaver
+from monai.handlers import CheckpointSaver, ValidationHandler
 
-from monai.handlers import ValidationHandler
-
-from dast_components.data.checks import atomic_path, write_json_atomic
+from dast_components.data.checks import write_json_atomic
 from dast_components.errors import InputError
+from dast_components.utils import atomic_path, check_patch_size
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -138,30 +138,8 @@ class IterationValidation(ValidationHandler):
 
     def attach(self, engine: Any) -> None:
         """Register on ``engine`` (the trainer) at ``ITERATION_COMPLETED`` filtered by :meth:`due`."""
-        from ignite.engine import Events
 
         engine.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self.due), self)
-
-
-def check_patch_size(patch_size: Sequence[int], stride: int, name: str = "patch_size") -> list[int]:
-    """Check that every side of ``patch_size`` is a positive multiple of the network's ``stride``.
-
-    Args:
-        patch_size: training patch or sliding-window size ``(H, W, D)``.
-        stride: required divisor, ``DASTNet(...).stride`` (``2 ** (num_depths + 1)``).
-        name: config id named in the error message. Defaults to ``"patch_size"``.
-
-    Returns:
-        the patch size as a list of ints.
-    """
-    sizes = [int(s) for s in patch_size]
-    if len(sizes) != 3 or any(s < 1 or s % int(stride) for s in sizes):
-        fixed = [max(int(stride), round(s / int(stride)) * int(stride)) for s in sizes]
-        raise InputError(
-            f"{name} {list(patch_size)} must be 3 positive multiples of {stride} (2 ** (num_depths + 1) of the "
-            f"architecture), e.g. {fixed}."
-        )
-    return sizes
 
 
 def _available_memory() -> int:
@@ -345,7 +323,7 @@ class AtomicDiskSaver(BaseSaveHandler):
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         import torch
 
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        if idist.get_rank() != 0:
             return
         name = self.filename or filename
         self.dirname.mkdir(parents=True, exist_ok=True)
@@ -376,17 +354,44 @@ class AtomicCheckpointSaver(CheckpointSaver):
     is complete on disk before it replaces the previous one, and the previous one is removed only after that. Use it
     as ``"_target_": "dast_components.training.AtomicCheckpointSaver"`` in place of ``CheckpointSaver``.
 
+    Two differences in behaviour: ``interval_filename`` gives the interval checkpoint a fixed name (MONAI's names it
+    by epoch), so the interval and the final checkpoint can be one resumable file; and with ``save_final`` an
+    exception saves the final checkpoint only if the run completed an iteration, so a run that fails at start-up
+    (e.g. a resume refused for other settings) never overwrites the checkpoint it failed to resume.
+
+    Args:
+        interval_filename: fixed file name of the interval checkpoint (``None``: MONAI's).
+        args, kwargs: those of ``monai.handlers.CheckpointSaver``.
+
     Example::
 
         AtomicCheckpointSaver("models", {"model": net}, save_key_metric=True, key_metric_filename="model.pt")
     """
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+
+    def __init__(self, *args: Any, interval_filename: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._ran = False
         for attr in ("_final_checkpoint", "_key_metric_checkpoint", "_interval_checkpoint"):
             checkpoint = getattr(self, attr, None)
             if checkpoint is not None:  # keep the fixed file name MONAI's own saver was given
                 name = getattr(checkpoint.save_handler, "filename", None)
+                if attr == "_interval_checkpoint":
+                    name = interval_filename
                 checkpoint.save_handler = AtomicDiskSaver(self.save_dir, name)
+
+    def attach(self, engine: Any) -> None:
+        """Register on ``engine`` as ``CheckpointSaver`` does, and note when an iteration has completed."""
+        super().attach(engine)
+        engine.add_event_handler(Events.ITERATION_COMPLETED(once=1), self._first_iteration)
+
+    def _first_iteration(self, engine: Any) -> None:
+        self._ran = True
+
+    def exception_raised(self, engine: Any, e: Exception) -> None:
+        """Save the final checkpoint (``CheckpointSaver``'s behaviour) only if this run completed an iteration."""
+        if not self._ran:
+            raise e
+        super().exception_raised(engine, e)
 
 
 class WeightRecord:
@@ -429,7 +434,6 @@ class WeightRecord:
 
     def attach(self, engine: Any) -> None:
         """Register on ``engine`` (the validation evaluator); the files present now count as seen."""
-        from ignite.engine import Events
 
         self._stamps = {name: self._stamp(name) for name in self.filenames}
         engine.add_event_handler(Events.COMPLETED, self)
@@ -451,10 +455,14 @@ class WeightRecord:
 
 class TrainingLog:
     """Ignite handler writing ``{output_dir}/{filename}``: one row per epoch with epoch, iteration, mean training
-    loss, learning rate, and the validation metrics of that epoch (empty when no validation ran).
+    loss (or the means of chosen output values), learning rate, and the validation metrics of that epoch (empty
+    when no validation ran). Both bundles log through it: the retraining's ``training_log_fold*.csv`` and the
+    search's ``metrics.csv`` (one epoch is one iteration there).
 
     The file is rewritten atomically at every epoch, so it is always a complete CSV. Attach it to the trainer after
-    the ``ValidationHandler`` so that the epoch's validation has run.
+    the ``ValidationHandler`` so that the epoch's validation has run. When the trainer starts at an iteration other
+    than 0 (``CheckpointLoader`` resumed it; attach this handler after the loader), the rows of the existing file up
+    to that iteration are kept and later ones, written after the checkpoint, are dropped.
 
     Args:
         output_dir: folder of the CSV file.
@@ -462,6 +470,8 @@ class TrainingLog:
         optimizer: optimiser whose first param group's ``lr`` is logged (``None``: no lr column).
         filename: CSV file name. Defaults to ``"training_log.csv"``.
         loss_key: key of the loss in the trainer output items. Defaults to ``"loss"``.
+        output_keys: ``None``: log the mean of ``loss_key`` as ``train_loss``; else the mean of each of these
+            numeric keys of a dict output under its own name (``["*"]``: every numeric key).
     """
 
     def __init__(
@@ -471,19 +481,22 @@ class TrainingLog:
         optimizer: Any = None,
         filename: str = "training_log.csv",
         loss_key: str = "loss",
+        output_keys: Sequence[str] | None = None,
     ) -> None:
         self.path = Path(output_dir) / filename
         self.evaluator = evaluator
         self.optimizer = optimizer
         self.loss_key = loss_key
+        self.output_keys = None if output_keys is None else [str(k) for k in output_keys]
         self.rows: list[dict[str, Any]] = []
         self._losses: list[float] = []
+        self._values: dict[str, list[float]] = {}
         self._pending_val: dict[str, float] = {}
 
     def attach(self, engine: Any) -> None:
         """Register on ``engine`` (the trainer)."""
-        from ignite.engine import Events
 
+        engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
@@ -493,23 +506,44 @@ class TrainingLog:
     def _validated(self, evaluator: Any) -> None:
         self._pending_val = {k: float(v) for k, v in evaluator.state.metrics.items() if isinstance(v, (int, float))}
 
+    def _started(self, engine: Any) -> None:
+        start = int(engine.state.iteration or 0)
+        self.rows = []
+        if start and self.path.is_file():  # resumed: keep the rows the checkpoint had seen
+            with open(self.path, newline="", encoding="utf-8") as f:
+                for row in csv.DictReader(f):
+                    try:
+                        if int(row.get("iteration") or 0) <= start:
+                            self.rows.append({k: v for k, v in row.items() if v not in ("", None)})
+                    except ValueError:
+                        continue
+
     def _epoch_started(self, engine: Any) -> None:
         self._losses = []
+        self._values = {}
 
     def _iteration_completed(self, engine: Any) -> None:
         output = engine.state.output
         items = output if isinstance(output, (list, tuple)) else [output]
         for item in items:
-            if isinstance(item, Mapping) and self.loss_key in item:
+            if not isinstance(item, Mapping):
+                continue
+            if self.output_keys is not None:
+                keys = [k for k in item if "*" in self.output_keys or k in self.output_keys]
+                for k in keys:
+                    if isinstance(item[k], (int, float)) and not isinstance(item[k], bool):
+                        self._values.setdefault(k, []).append(float(item[k]))
+                break
+            if self.loss_key in item:
                 self._losses.append(float(item[self.loss_key]))
                 break
 
     def _epoch_completed(self, engine: Any) -> None:
-        row: dict[str, Any] = {
-            "epoch": engine.state.epoch,
-            "iteration": engine.state.iteration,
-            "train_loss": sum(self._losses) / len(self._losses) if self._losses else float("nan"),
-        }
+        row: dict[str, Any] = {"epoch": engine.state.epoch, "iteration": engine.state.iteration}
+        if self.output_keys is None:
+            row["train_loss"] = sum(self._losses) / len(self._losses) if self._losses else float("nan")
+        else:
+            row.update({k: sum(v) / len(v) for k, v in self._values.items()})
         if self.optimizer is not None:
             row["learning_rate"] = self.optimizer.param_groups[0]["lr"]
         row.update(self._pending_val)
@@ -519,7 +553,7 @@ class TrainingLog:
         for r in self.rows:
             columns += [c for c in r if c not in columns]
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", restval="")
         writer.writeheader()
         writer.writerows(self.rows)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -541,7 +575,7 @@ def handlers_for_rank(handlers: Sequence[Any] | None, rank: int | None = None) -
         the filtered list.
     """
     if rank is None:
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        rank = idist.get_rank()
     handlers = [h for h in (handlers or []) if h is not None]
     if rank == 0:
         return handlers

@@ -8,17 +8,19 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Small helpers shared by the package: atomic file writes."""
+"""Small helpers shared by the package: atomic file writes and the patch-size check."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_text"]
+from dast_components.errors import InputError
+
+__all__ = ["atomic_path", "atomic_write_text", "check_patch_size"]
 
 
 @contextmanager
@@ -54,3 +56,35 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             f.write(text)
     return Path(path)
+
+
+def check_patch_size(patch_size: Sequence[int], stride: int, name: str = "patch_size") -> list[int]:
+    """
+    Check that ``patch_size`` has three positive multiples of the network's ``stride``.
+
+    The stride is ``2 ** (num_depths + 1)``: the DiNTS stem halves the input once and each depth once more
+    (``DASTNet(...).stride``, ``DASTSearchSpace(...).stride``).
+
+    Args:
+        patch_size: training patch, search patch or sliding-window size ``(H, W, D)``.
+        stride: required divisor.
+        name: config id named in the error message. Defaults to ``"patch_size"``.
+
+    Returns:
+        the patch size as a list of ints.
+
+    Raises:
+        InputError: naming ``name``, the value and a valid neighbour.
+    """
+    try:
+        sizes = [int(s) for s in patch_size]
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a list of 3 integers, got {patch_size!r}.") from None
+    stride = int(stride)
+    if len(sizes) != 3 or any(s < stride or s % stride for s in sizes):
+        near = [max(stride, round(s / stride) * stride) for s in sizes] if len(sizes) == 3 else [stride] * 3
+        raise InputError(
+            f"{name} {list(patch_size)} must be 3 positive multiples of {stride} (2 ** (num_depths + 1): the network "
+            f"halves the input num_depths + 1 times), e.g. {near}."
+        )
+    return sizes
