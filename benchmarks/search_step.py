@@ -11,7 +11,7 @@
 """
 Time and peak memory of one bi-level search step: DAST supernet vs DiNTS supernet (issue 7 item 1a).
 
-A step is what ``dast_components.search.BiLevelSearchEngine.step`` does in the search bundle: a weight step (forward,
+A step is what ``dast_components.search.BiLevelStep.step`` does in the search bundle: a weight step (forward,
 Dice + CE, backward, SGD momentum step) on one batch, then an architecture step (forward, Dice + CE plus entropy,
 topology and :class:`~dast_components.losses.MemoryBudgetLoss` terms at full ramp, backward, Adam step) on another.
 Both supernets use the same grid, channels, patch, batch and token grid; only the op pool differs (DAST: skip,
@@ -67,7 +67,7 @@ from benchmarks.common import (
 from dast_components.losses import MemoryBudgetLoss
 from dast_components.networks import DASTSearchSpace, build_op, make_cell
 from dast_components.networks.memory import path_cost_table
-from dast_components.search import BiLevelSearchEngine, arch_parameters, weight_parameters
+from dast_components.search import BiLevelStep, arch_parameters, weight_parameters
 
 __all__ = ["SearchBench", "op_costs", "main"]
 
@@ -116,7 +116,7 @@ class SearchBench:
         optimizer = torch.optim.SGD(weight_parameters(self.net), lr=0.025, momentum=0.9, weight_decay=4e-5)
         arch_optimizer = torch.optim.Adam(arch_parameters(self.net), lr=8e-3, betas=(0.5, 0.999))
         self.memory = MemoryBudgetLoss(self.space, patch_size, memory_lambda).to(device)
-        self.engine = BiLevelSearchEngine(
+        self.engine = BiLevelStep(
             self.net, loss, optimizer, arch_optimizer, memory_loss=self.memory, amp=amp and device.type == "cuda"
         )
         gen = torch.Generator().manual_seed(seed + 1)

@@ -8,32 +8,40 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The bi-level architecture search: one step (:mod:`.engine`), the loop (:mod:`.workflow`), memory budgets."""
+"""
+The bi-level architecture search as a MONAI trainer.
+
+- :mod:`.step`: one bi-level step (:class:`BiLevelStep`): a weight step, then an architecture step.
+- :mod:`.trainer`: :class:`DASTSearchTrainer`, a ``monai.engines.Trainer`` whose ``_iteration`` is that step.
+- :mod:`.handlers`: the search's own handlers (:class:`ArchitectureExport`, :class:`SearchProgress`).
+- :mod:`.budget`: absolute memory budgets (GiB) and the budget-constrained decode.
+- :mod:`.prepare`: the data split and the start-up settings check of the bundle.
+- :mod:`.sweep`: a lambda sweep over several searches.
+"""
 
 from __future__ import annotations
 
 from dast_components.search.budget import BudgetDecode, budget_to_lambda, decode_within_budget, export_arch
-from dast_components.search.engine import (
-    BiLevelSearchEngine,
-    arch_parameters,
-    entropy_terms,
-    ramp_factor,
-    weight_parameters,
-)
-from dast_components.search.workflow import SearchWorkflow, check_patch_size, check_search_settings, prepare_data
+from dast_components.search.handlers import ArchitectureExport, SearchProgress, resume_from
+from dast_components.search.prepare import check_search_settings, prepare_data
+from dast_components.search.step import BiLevelStep, arch_parameters, entropy_terms, ramp_factor, weight_parameters
+from dast_components.search.trainer import DASTSearchTrainer, cycle
 
 __all__ = [
-    "BiLevelSearchEngine",
+    "ArchitectureExport",
+    "BiLevelStep",
     "BudgetDecode",
-    "SearchWorkflow",
+    "DASTSearchTrainer",
+    "SearchProgress",
     "arch_parameters",
     "budget_to_lambda",
-    "check_patch_size",
     "check_search_settings",
+    "cycle",
     "decode_within_budget",
     "entropy_terms",
     "export_arch",
     "prepare_data",
     "ramp_factor",
+    "resume_from",
     "weight_parameters",
 ]

@@ -33,12 +33,13 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 import torch.distributed as dist
 from torch import nn
 
 __all__ = [
-    "BiLevelSearchEngine",
+    "BiLevelStep",
     "arch_parameters",
     "entropy_terms",
     "ramp_factor",
@@ -118,13 +119,12 @@ def entropy_terms(space: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return entropy_a, entropy_c, probs_a
 
 
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-class BiLevelSearchEngine:
+class BiLevelStep:
     """
     The weight step and the architecture step of the search, on one device or one rank of a process group.
+
+    Not an ignite engine: :class:`~dast_components.search.trainer.DASTSearchTrainer` (the bundle's trainer) calls
+    :meth:`step` from its ``_iteration``; benchmarks call :meth:`weight_step` and :meth:`arch_step` directly.
 
     Args:
         network: the search network, ``DiNTS(dints_space=DASTSearchSpace(...))``, on its device.
@@ -145,7 +145,7 @@ class BiLevelSearchEngine:
     Example::
 
         loss = DiceCELoss(to_onehot_y=True, softmax=True)
-        engine = BiLevelSearchEngine(net, loss, sgd, adam, MemoryBudgetLoss(space, (32,) * 3))
+        engine = BiLevelStep(net, loss, sgd, adam, MemoryBudgetLoss(space, (32,) * 3))
         out = engine.step(weight_batch, arch_batch, ramp=0.5)  # {"loss": ..., "arch_loss": ..., "memory_ratio": ...}
     """
 
@@ -186,7 +186,7 @@ class BiLevelSearchEngine:
         self.amp = bool(amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         self.arch_scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
-        self.sync_arch_grads = _world_size() > 1 if sync_arch_grads is None else bool(sync_arch_grads)
+        self.sync_arch_grads = idist.get_world_size() > 1 if sync_arch_grads is None else bool(sync_arch_grads)
 
     def _check_optimizers(self) -> None:
         arch_ids = {id(p) for p in self.arch_params}
@@ -297,7 +297,7 @@ class BiLevelSearchEngine:
         return out
 
     def _average_arch_grads(self) -> None:
-        world = _world_size()
+        world = idist.get_world_size()
         if world <= 1:
             return
         for p in self.arch_params:

@@ -22,7 +22,8 @@ from monai.bundle import ConfigWorkflow
 
 from dast_components.data import write_dataset
 from tests.bad_inputs.helpers import assert_input_error, copy_dataset, edit_image, search_config_path, written
-from tests.search.test_workflow import _workflow as _small_search
+from tests.search.test_trainer import _parser as _small_search
+from tests.search.test_trainer import _run as _run_search
 
 __all__: list[str] = []
 
@@ -82,14 +83,12 @@ def test_too_few_cases(tmp_path: Path) -> None:
 
 
 def test_resume_with_other_settings_stops_listing_them(tmp_path: Path) -> None:
-    _small_search(tmp_path, num_iterations=2, warmup=1, val_interval=2).run()
+    _run_search(_small_search(tmp_path, num_iterations=2, warmup=1, val_interval=2))
     checkpoint = tmp_path / "eval" / "search_checkpoint.pt"
     before = checkpoint.read_bytes()
     resumed = _small_search(tmp_path, num_iterations=4, warmup=1, val_interval=2, resume=True)
-    resumed.memory_loss.memory_lambda = 0.2
-    for group in resumed.optimizer.param_groups:
-        group["lr"] = 0.001
-    message = assert_input_error(resumed.run, "cannot resume", "memory_lambda 0.5 -> 0.2",
+    resumed.update({"memory_lambda": 0.2, "learning_rate": 0.001})
+    message = assert_input_error(lambda: _run_search(resumed), "cannot resume", "memory_lambda 0.5 -> 0.2",
                                  "optimizer[0].lr 0.05 -> 0.001", "--resume false")
     assert "num_iterations" not in message  # a search may be extended
     assert checkpoint.read_bytes() == before

@@ -82,7 +82,7 @@ def test_full_size_defaults_follow_the_paper() -> None:
     assert cfg["pixdim"] == [1.0, 1.0, 1.0] and cfg["patch_size"] == [96, 96, 96]
     assert cfg["train_patch_size"] == [160, 160, 160] and cfg["memory_lambda"] == 0.8
     assert cfg["loss"]["_target_"] == "DiceCELoss"
-    assert cfg["run"] == "$@search#run" and cfg["search"]["run"] == "$@search#workflow.run()"
+    assert cfg["run"] == "$@search#run" and cfg["search"]["run"] == "$@search#trainer.run()"
     names = [t["_target_"] for t in cfg["search"]["deterministic_transforms"]]
     assert names[2:5] == ["Orientationd", "Spacingd", "ScaleIntensityRanged"]
     assert "RandCropByLabelClassesd" in [t["_target_"] for t in cfg["search"]["random_transforms"]]
@@ -94,7 +94,8 @@ def test_config_combinations_load(names, tmp_path, monkeypatch) -> None:
     wf = _workflow(names, tmp_path, dataset_dir=str(tmp_path / "data"))
     parser = wf.parser
     for id_ in ("search#dataset", "search#dataloader", "search#arch_dataloader", "search#optimizer",
-                "search#arch_optimizer", "search#memory_loss", "search#workflow", "search#run", "validate#inferer",
+                "search#arch_optimizer", "search#memory_loss", "search#trainer", "search#handlers", "search#export",
+                "search#run", "validate#evaluator", "validate#inferer",
                 "initialize", "run", "network_def", "search_space"):
         assert id_ in parser, id_
     assert parser.get_parsed_content("device").type in ("cpu", "cuda")

@@ -77,7 +77,7 @@ def test_quick_search_end_to_end(tmp_path, dataset) -> None:
     rows = _rows(root)
     assert len(rows) == 20 and rows[9]["val_dice"] and rows[19]["est_memory_gib"]
     state = torch.load(root / "eval" / "search_checkpoint.pt", weights_only=True)
-    assert state["iteration"] == 20
+    assert state["search"]["trainer"]["iteration"] == 20
     # the KiTS19 bundle builds its network from this file
     parser = ConfigParser()
     parser.read_config([str(KITS19 / "train.json"), str(KITS19 / "quick.json")])
@@ -104,7 +104,7 @@ def test_resume_continues_instead_of_starting_over(tmp_path, dataset) -> None:
     _run(root, dataset, "--num_iterations", "4", *common)
     first = _rows(root)
     output, _ = _run(root, dataset, "--num_iterations", "6", "--resume", "true", *common)
-    assert "at iteration 4" in output and "resumed from" in output
+    assert "resumed at iteration 4" in output and "Restored all variables from" in output
     iters = [ln.split("] iter ")[1].split()[0] for ln in output.splitlines() if "] iter " in ln]
     assert iters == ["5/6", "6/6"]
     rows = _rows(root)

@@ -19,7 +19,7 @@ from monai.networks.nets import DiNTS
 
 from dast_components.losses import MemoryBudgetLoss
 from dast_components.networks import DASTSearchSpace
-from dast_components.search import BiLevelSearchEngine, arch_parameters, entropy_terms, ramp_factor, weight_parameters
+from dast_components.search import BiLevelStep, arch_parameters, entropy_terms, ramp_factor, weight_parameters
 
 __all__: list[str] = []
 
@@ -32,11 +32,11 @@ def _net(ops: str = "dast") -> DiNTS:
     return DiNTS(dints_space=space, in_channels=1, num_classes=3)
 
 
-def _engine(net: DiNTS, **kwargs) -> BiLevelSearchEngine:
+def _engine(net: DiNTS, **kwargs) -> BiLevelStep:
     loss = DiceCELoss(to_onehot_y=True, softmax=True)
     opt = torch.optim.SGD(weight_parameters(net), lr=0.1, momentum=0.9)
     arch_opt = torch.optim.Adam(arch_parameters(net), lr=0.05)
-    return BiLevelSearchEngine(net, loss, opt, arch_opt, MemoryBudgetLoss(net.dints_space, PATCH, 0.2), **kwargs)
+    return BiLevelStep(net, loss, opt, arch_opt, MemoryBudgetLoss(net.dints_space, PATCH, 0.2), **kwargs)
 
 
 def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -93,7 +93,7 @@ def test_memory_term_steers_op_logits():
     space = net.dints_space
     mem = MemoryBudgetLoss(space, PATCH, memory_lambda=0.0)
     before = torch.softmax(space.log_alpha_c.detach(), -1)
-    engine = BiLevelSearchEngine(
+    engine = BiLevelStep(
         net, lambda out, lab: out.sum() * 0.0, torch.optim.SGD(weight_parameters(net), lr=0.1),
         torch.optim.Adam(arch_parameters(net), lr=0.1), mem, entropy_weight=0.0, topology_weight=0.0,
     )
@@ -111,9 +111,9 @@ def test_rejects_arch_logits_in_weight_optimizer():
     loss = DiceCELoss(to_onehot_y=True, softmax=True)
     bad = torch.optim.SGD(net.weight_parameters(), lr=0.1)  # MONAI's list includes the logits
     with pytest.raises(ValueError, match="weight_parameters"):
-        BiLevelSearchEngine(net, loss, bad, torch.optim.Adam(arch_parameters(net)))
+        BiLevelStep(net, loss, bad, torch.optim.Adam(arch_parameters(net)))
     with pytest.raises(ValueError, match="architecture optimizer"):
-        BiLevelSearchEngine(net, loss, torch.optim.SGD(weight_parameters(net), lr=0.1),
+        BiLevelStep(net, loss, torch.optim.SGD(weight_parameters(net), lr=0.1),
                             torch.optim.Adam(weight_parameters(net)[:1]))
 
 

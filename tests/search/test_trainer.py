@@ -8,35 +8,28 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The search loop on in-memory tensors: exports, checkpoints, resume, budgets and input checks."""
+"""The search trainer as search.json wires it, on in-memory tensors: exports, checkpoints, resume, budgets, checks."""
 
 from __future__ import annotations
 
 import csv
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
-from monai.inferers import SlidingWindowInferer
-from monai.losses import DiceCELoss
-from monai.networks.nets import DiNTS
+from ignite.engine import Events
+from monai.bundle import ConfigParser
 from torch.utils.data import DataLoader
 
-from dast_components.losses import MemoryBudgetLoss
-from dast_components.networks import DASTNet, DASTSearchSpace, estimate_memory, load_arch
-from dast_components.search import (
-    SearchWorkflow,
-    arch_parameters,
-    check_search_settings,
-    decode_within_budget,
-    prepare_data,
-    weight_parameters,
-)
+from dast_components.networks import DASTNet, estimate_memory, load_arch
+from dast_components.search import check_search_settings, decode_within_budget, prepare_data
 
 __all__: list[str] = []
 
 PATCH = [16, 16, 16]
+SEARCH_JSON = Path(__file__).resolve().parents[2] / "bundles" / "dast_search" / "configs" / "search.json"
 
 
 def _items(n: int, size: int, seed: int) -> list[dict[str, torch.Tensor]]:
@@ -50,32 +43,30 @@ def _items(n: int, size: int, seed: int) -> list[dict[str, torch.Tensor]]:
     return out
 
 
-def _workflow(tmp_path, num_iterations=4, warmup=2, val_interval=2, resume=False, num_blocks=2, patch=PATCH, **kwargs):
+def _parser(tmp_path, num_iterations=4, warmup=2, val_interval=2, resume=False, num_blocks=2, patch=PATCH,
+            memory_budget_gib=None) -> ConfigParser:
+    """search.json with a tiny space and in-memory loaders in place of the dataset (``initialize`` is not run)."""
     torch.manual_seed(0)
-    space = DASTSearchSpace(channel_mul=0.125, num_blocks=num_blocks, num_depths=2, grid=2)
-    net = DiNTS(dints_space=space, in_channels=1, num_classes=3)
-    memory = MemoryBudgetLoss(space, PATCH, memory_lambda=0.5)
-    return SearchWorkflow(
-        network=net,
-        train_loader=DataLoader(_items(2, 16, 0), batch_size=2),
-        arch_loader=DataLoader(_items(2, 16, 1), batch_size=2),
-        loss_function=DiceCELoss(to_onehot_y=True, softmax=True),
-        optimizer=torch.optim.SGD(weight_parameters(net), lr=0.05, momentum=0.9),
-        arch_optimizer=torch.optim.Adam(arch_parameters(net), lr=0.05),
-        num_iterations=num_iterations,
-        warmup_iterations=warmup,
-        val_loader=DataLoader(_items(1, 24, 2), batch_size=1),
-        inferer=SlidingWindowInferer(PATCH, sw_batch_size=2, overlap=0.25),
-        val_interval=val_interval,
-        memory_loss=memory,
-        patch_size=patch,
-        train_patch_size=PATCH,
-        ckpt_dir=tmp_path / "models",
-        output_dir=tmp_path / "eval",
-        resume=resume,
-        tensorboard=False,
-        **kwargs,
-    )
+    parser = ConfigParser()
+    parser.read_config(str(SEARCH_JSON))
+    parser.update({
+        "bundle_root": str(tmp_path), "device": "$torch.device('cpu')", "amp": False, "tensorboard": False,
+        "num_blocks": num_blocks, "num_depths": 2, "grid": 2, "channel_mul": 0.125, "arch_channel_mul": None,
+        "patch_size": list(patch), "train_patch_size": PATCH, "num_iterations": num_iterations,
+        "warmup_iterations": warmup, "val_interval": val_interval, "memory_lambda": 0.5, "resume": resume,
+        "learning_rate": 0.05, "arch_learning_rate": 0.05, "sw_batch_size": 2, "sw_overlap": 0.25,
+        "memory_budget_gib": memory_budget_gib, "seed": 0,
+        "search#dataloader": DataLoader(_items(2, 16, 0), batch_size=2),
+        "search#arch_dataloader": DataLoader(_items(2, 16, 1), batch_size=2),
+        "validate#dataloader": DataLoader(_items(1, 24, 2), batch_size=1),
+        "validate#inferer#roi_size": PATCH,
+    })
+    return parser
+
+
+def _run(parser: ConfigParser) -> dict:
+    parser.get_parsed_content("search#trainer").run()
+    return parser.get_parsed_content("search#export").summary
 
 
 def _metrics(tmp_path) -> list[dict[str, str]]:
@@ -84,8 +75,8 @@ def _metrics(tmp_path) -> list[dict[str, str]]:
 
 
 def test_run_exports_architecture_checkpoint_and_metrics(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="dast_components.search.workflow")
-    summary = _workflow(tmp_path).run()
+    caplog.set_level(logging.INFO, logger="dast_components.search.handlers")
+    summary = _run(_parser(tmp_path))
     arch_file = tmp_path / "models" / "arch_code.json"
     assert summary["arch_file"] == str(arch_file) and summary["iteration"] == 4
     for it in (2, 4):
@@ -94,74 +85,94 @@ def test_run_exports_architecture_checkpoint_and_metrics(tmp_path, caplog):
     arch = load_arch(arch_file, ops="dast", grid=2)
     assert arch.provenance["iteration"] == 4 and arch.memory_lambda == pytest.approx(0.5)
     assert arch.provenance["estimated_memory_gib"] == pytest.approx(estimate_memory(arch, PATCH, 2) / 1024**3, abs=1e-4)
+    assert arch.provenance["val_dice"] is not None and arch.provenance["config_hash"] == summary["config_hash"]
     net = DASTNet(arch_file, in_channels=1, num_classes=3)
     assert net(torch.rand(1, 1, *PATCH)).shape == (1, 3, *PATCH)
     state = torch.load(tmp_path / "eval" / "search_checkpoint.pt", weights_only=True)
-    assert state["iteration"] == 4 and "dints_space.log_alpha_c" in state["network"]
+    assert state["search"]["trainer"]["iteration"] == 4 and "dints_space.log_alpha_c" in state["network"]
     rows = _metrics(tmp_path)
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
-    assert [r["phase"] for r in rows] == ["warmup", "warmup", "search", "search"]
+    assert [bool(r["arch_loss"]) for r in rows] == [False, False, True, True]  # warm-up, then search
     assert rows[0]["val_dice"] == "" and rows[1]["val_dice"] != "" and rows[3]["est_memory_gib"] != ""
-    assert rows[2]["arch_loss"] != "" and rows[0]["memory_ratio"] != ""
+    assert rows[1]["val_dice_1"] != "" and rows[0]["memory_ratio"] != "" and float(rows[0]["learning_rate"]) == 0.05
     lines = [r.getMessage() for r in caplog.records if "iter" in r.getMessage() and "ETA" in r.getMessage()]
-    assert len(lines) == 4 and "memory ratio" in lines[-1] and "4/4" in lines[-1]
+    assert len(lines) == 4 and "memory ratio" in lines[-1] and "4/4" in lines[-1] and "val dice" in lines[-1]
+    assert "[warmup] iter 1/4" in lines[0] and "[search]" in lines[2]
 
 
 def test_resume_continues_from_checkpoint(tmp_path, caplog):
-    _workflow(tmp_path, num_iterations=3, warmup=1, val_interval=3).run()
+    _run(_parser(tmp_path, num_iterations=3, warmup=1, val_interval=3))
     first = _metrics(tmp_path)
     saved = torch.load(tmp_path / "eval" / "search_checkpoint.pt", weights_only=True)
-    caplog.set_level(logging.INFO, logger="dast_components.search.workflow")
-    wf = _workflow(tmp_path, num_iterations=5, warmup=1, val_interval=3, resume=True)
+    with open(tmp_path / "eval" / "metrics.csv", "a") as f:  # a row written after the checkpoint, then killed
+        f.write("4,4,9.9\n")
+    caplog.set_level(logging.INFO)
+    parser = _parser(tmp_path, num_iterations=5, warmup=1, val_interval=3, resume=True)
+    trainer = parser.get_parsed_content("search#trainer")
     loaded = {}
-    original = wf._load_checkpoint
-
-    def spy() -> int:
-        start = original()
-        loaded.update({k: v.clone() for k, v in wf.network.state_dict().items()})
-        return start
-
-    wf._load_checkpoint = spy
-    summary = wf.run()
+    trainer.add_event_handler(Events.STARTED, lambda e: loaded.update(
+        {k: v.clone() for k, v in parser.get_parsed_content("network").state_dict().items()}))
+    trainer.run()
+    summary = parser.get_parsed_content("search#export").summary
     assert summary["iteration"] == 5
-    assert any("resumed from" in r.getMessage() and "iteration 3" in r.getMessage() for r in caplog.records)
+    assert any("resumed at iteration 3" in r.getMessage() for r in caplog.records)
+    assert any("num_iterations 3 -> 5" in r.getMessage() for r in caplog.records)
     for key, value in saved["network"].items():
         assert torch.equal(loaded[key], value), key
     rows = _metrics(tmp_path)
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5]
-    assert [r["loss"] for r in rows[:3]] == [r["loss"] for r in first]
-    assert torch.load(tmp_path / "eval" / "search_checkpoint.pt", weights_only=True)["iteration"] == 5
+    assert [r["loss"] for r in rows[:3]] == [r["loss"] for r in first] and rows[3]["loss"] != "9.9"
+    assert torch.load(tmp_path / "eval" / "search_checkpoint.pt", weights_only=True)["search"]["trainer"][
+        "iteration"] == 5
 
 
-def test_resume_rejects_another_search_space(tmp_path):
-    _workflow(tmp_path, num_iterations=2, warmup=1, val_interval=2).run()
+def test_resume_rejects_another_search_space_and_keeps_the_checkpoint(tmp_path):
+    _run(_parser(tmp_path, num_iterations=2, warmup=1, val_interval=2))
+    before = (tmp_path / "eval" / "search_checkpoint.pt").read_bytes()
     with pytest.raises(ValueError, match="num_blocks: checkpoint 2 vs config 3"):
-        _workflow(tmp_path, num_iterations=4, warmup=1, val_interval=2, resume=True, num_blocks=3).run()
+        _run(_parser(tmp_path, num_iterations=4, warmup=1, val_interval=2, resume=True, num_blocks=3))
+    assert (tmp_path / "eval" / "search_checkpoint.pt").read_bytes() == before
+
+
+def test_resume_without_checkpoint_starts_over(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    assert _run(_parser(tmp_path, num_iterations=2, warmup=1, val_interval=2, resume=True))["iteration"] == 2
+    assert any("resume requested but" in r.getMessage() for r in caplog.records)
 
 
 def test_budget_keeps_every_export_within(tmp_path):
-    probe = _workflow(tmp_path / "probe")
-    plain = decode_within_budget(probe.space, None, PATCH, 2)
+    probe = _parser(tmp_path / "probe")
+    plain = decode_within_budget(probe.get_parsed_content("search_space"), None, PATCH, 2)
     budget = plain.estimate / 1024**3 * 0.97
-    wf = _workflow(tmp_path, memory_budget_gib=budget)
-    wf.run()
+    parser = _parser(tmp_path, memory_budget_gib=budget)
+    _run(parser)
     for it in (2, 4):
         arch = json.loads((tmp_path / "models" / f"arch_code_iter{it:06d}.json").read_text())
         assert arch["provenance"]["estimated_memory_gib"] * 1024**3 <= budget * 1024**3 + 1
         assert arch["provenance"]["memory_budget_gib"] == pytest.approx(budget)
-    assert wf.memory_loss.memory_lambda < 1.0
+    assert parser.get_parsed_content("search#memory_loss").memory_lambda < 1.0
 
 
 def test_impossible_budget_fails_at_start(tmp_path):
     with pytest.raises(ValueError, match="alone need"):
-        _workflow(tmp_path, memory_budget_gib=1e-6).run()
+        _run(_parser(tmp_path, memory_budget_gib=1e-6))
+    assert not (tmp_path / "eval" / "search_checkpoint.pt").exists()
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    """The error a config component raised (MONAI wraps it in "Failed to instantiate component")."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
 
 
 def test_bad_settings_fail_early(tmp_path):
-    with pytest.raises(ValueError, match=r"patch_size \[20, 20, 20\] must be 3 positive multiples of 8"):
-        _workflow(tmp_path, patch=[20, 20, 20])
-    with pytest.raises(ValueError, match="warmup_iterations"):
-        _workflow(tmp_path, num_iterations=2, warmup=2)
+    with pytest.raises(RuntimeError) as info:
+        _parser(tmp_path, patch=[20, 20, 20]).get_parsed_content("search#trainer")
+    assert "patch_size [20, 20, 20] must be 3 positive multiples of 8" in str(_root_cause(info.value))
+    with pytest.raises(RuntimeError) as info:
+        _parser(tmp_path, num_iterations=2, warmup=2).get_parsed_content("search#trainer")
+    assert "warmup_iterations must be in [0, num_iterations=2)" in str(_root_cause(info.value))
     with pytest.raises(ValueError, match="unknown op name"):
         check_search_settings([32] * 3, [32] * 3, 3, ["skip_connect", "conv_5x5x5"])
     with pytest.raises(ValueError, match="train_patch_size"):
