@@ -24,7 +24,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-
 __all__ = ["MemoryBudgetLoss"]
 
 
@@ -34,7 +33,7 @@ class MemoryBudgetLoss(nn.Module):
 
     ``usage = sum_{b,p} P(path b,p) * sum_o softmax(alpha_c)[b,p,o] * cost[b,p,o]``, where ``cost`` is the saved
     elements of the path's connection block plus op at the training patch size
-    (:func:`dast_components.networks.memory.path_cost_table`), and ``full = sum_{b,p} max_o cost[b,p,o]``.
+    (:func:`dast_components.networks.costs.path_cost_table`), and ``full = sum_{b,p} max_o cost[b,p,o]``.
 
     Args:
         search_space: a :class:`~dast_components.networks.DASTSearchSpace`.

@@ -33,7 +33,7 @@ from monai.networks.nets.dints import CellInterface
 from torch import nn
 
 from dast_components.errors import InputError
-from dast_components.networks.memory import op_saved_elements, preprocess_saved_elements
+from dast_components.networks.costs import op_saved_elements, preprocess_saved_elements
 from dast_components.networks.transformer import TransformerOp3D
 
 __all__ = ["OP_POOLS", "resolve_ops", "build_op", "MixedOp", "SearchCell", "make_cell"]

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from dast_components.networks.arch_io import ArchCode, load_arch
-from dast_components.networks.memory import estimate_memory, filter_nums, op_saved_elements
+from dast_components.networks.costs import filter_nums, op_saved_elements
+from dast_components.networks.memory import estimate_memory
 from dast_components.utils import atomic_write_text
 
 __all__ = [
