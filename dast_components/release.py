@@ -64,7 +64,7 @@ from typing import Any
 
 import yaml
 
-from dast_components.data.checks import atomic_path
+from dast_components.utils import atomic_path
 
 __all__ = [
     "EXCLUDED_DIRS",

@@ -36,8 +36,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from dast_components.data.checks import KITS19_IMAGE, KITS19_LABEL, atomic_path, write_json_atomic
+from dast_components.data.checks import KITS19_IMAGE, KITS19_LABEL, write_json_atomic
 from dast_components.errors import InputError
+from dast_components.utils import atomic_path
 
 __all__ = ["LABEL_NAMES", "kits19_affine", "make_phantom", "msd_affine", "to_kits19_array", "write_dataset"]
 
