@@ -24,6 +24,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from dast_components.visualize.arch import draw_architecture
+from dast_components.visualize.attention import write_attention_maps
+from dast_components.visualize.curves import draw_curves
+
 __all__ = ["main"]
 
 
@@ -91,15 +95,11 @@ def main(argv: Sequence[str] | None = None) -> Any:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "arch":
-        from dast_components.visualize.arch import draw_architecture
-
         counts = draw_architecture(args.arch_file, args.out, patch_size=_size(args.patch_size),
                                    batch_size=args.batch_size, dpi=args.dpi)
         print(f"wrote {args.out}: " + ", ".join(f"{op} {n}" for op, n in counts.items()))
         return counts
     if args.command == "attention":
-        from dast_components.visualize.attention import write_attention_maps
-
         intensity = None if args.intensity is None else {"lower": args.intensity[0], "upper": args.intensity[1]}
         result = write_attention_maps(
             args.bundle_root, args.image, args.out, weights=args.weights, arch_file=args.arch_file,
@@ -108,8 +108,6 @@ def main(argv: Sequence[str] | None = None) -> Any:
         )
         print(f"wrote {len(result['ops'])} attention maps (NIfTI + PNG) to {args.out}")
         return result
-    from dast_components.visualize.curves import draw_curves
-
     drawn = draw_curves(args.runs, args.out, title=args.title, dpi=args.dpi)
     print(f"wrote {args.out}: " + "; ".join(f"{name}: {', '.join(cols) or 'nothing'}" for name, cols in drawn.items()))
     return drawn
