@@ -267,5 +267,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return stats
 
 
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Console script ``dast-intensity``: :func:`main`, exit status 0 (an input error exits 1 with its message)."""
+    main(argv)
+    return 0
+
+
 if __name__ == "__main__":
     main()  # an input error ends the process with its message (dast_components.errors)

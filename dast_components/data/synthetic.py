@@ -301,5 +301,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
     return out
 
 
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Console script ``dast-synthetic``: :func:`main`, exit status 0 (an input error exits 1 with its message)."""
+    main(argv)
+    return 0
+
+
 if __name__ == "__main__":
     main()

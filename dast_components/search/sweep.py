@@ -40,6 +40,7 @@ from dast_components.networks.memory import estimate_memory
 from dast_components.utils import atomic_write_text
 
 __all__ = [
+    "cli",
     "cost_by_depth",
     "depth_counts",
     "final_memory_ratio",
@@ -225,6 +226,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             )
         atomic_write_text(report, text)
     return rows
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Console script ``dast-sweep``: :func:`main`, exit status 0 (an input error exits 1 with its message)."""
+    main(argv)
+    return 0
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from dast_components.visualize.arch import draw_architecture
 from dast_components.visualize.attention import write_attention_maps
 from dast_components.visualize.curves import draw_curves
 
-__all__ = ["main"]
+__all__ = ["cli", "main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,8 +114,14 @@ def main(argv: Sequence[str] | None = None) -> Any:
     return drawn
 
 
-if __name__ == "__main__":
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Console script ``dast-visualize``: :func:`main`, exit status 0; a bad input exits 1 with its message."""
     try:
-        main()
+        main(argv)
     except (ValueError, FileNotFoundError, ImportError) as error:  # bad input: the message, not a traceback
         raise SystemExit(f"error: {error}") from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
