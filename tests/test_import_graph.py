@@ -18,7 +18,8 @@ Edges: ``import a.b`` and ``from a.b import x`` give ``-> a.b``; ``from a import
 submodule of ``a`` and ``-> a`` otherwise (a name of ``a/__init__.py``). Importing ``a.b`` runs ``a/__init__`` first,
 but that is not counted as an edge: a package ``__init__`` re-exporting its submodules is the normal layout, and it
 only closes a cycle when a submodule takes names from its own package's ``__init__``. Imports under
-``if TYPE_CHECKING:`` count too (a type-only cycle is still a layering error).
+``if TYPE_CHECKING:`` count too (a type-only cycle is still a layering error). The layers: docs/design.md, "Package
+layers".
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@
 """Image/label pairs of a dataset folder (MSD ``dataset.json`` or KiTS19 case folders) or of a datalist JSON file.
 
 These loaders sit below both users: :mod:`.datalist` (splits and cached preparation) and :mod:`.intensity`
-(foreground percentiles of a datalist or a dataset folder) import them from here.
+(foreground percentiles of a datalist or a dataset folder) import them from here. Layouts: docs/design.md, "Data and
+metric".
 """
 
 from __future__ import annotations

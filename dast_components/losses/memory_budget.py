@@ -15,6 +15,7 @@ MONAI's ``TopologySearch.get_ram_cost_usage(full=True)`` keeps the op softmax in
 ``usage / full`` barely depends on which op a path picks (measured on MONAI 1.6.1: its gradient to the op
 logits is ~80x smaller than to the path logits). Here ``full`` is a fixed reference:
 every path on, each with its costliest op, so choosing a cheaper op lowers the ratio as much as dropping a path.
+See docs/design.md, "Memory budget".
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ Training memory of a whole decoded DAST network: the top layer of the memory mod
 active cells and output head, and adds parameters, gradients and optimiser state; :func:`max_patch_size` inverts it
 for a budget. It builds :class:`~dast_components.networks.nets.DASTNet` to count parameters, so it sits above the
 network classes (the cost functions sit below them). The cost functions are re-exported here under their old names.
+See docs/design.md, "Memory model" and "Package layers".
 """
 
 from __future__ import annotations
