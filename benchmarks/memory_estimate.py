@@ -58,7 +58,7 @@ from benchmarks.common import (
 )
 from dast_components.networks import DASTNet, estimate_memory, random_arch
 from dast_components.networks.arch_io import ArchCode
-from dast_components.networks.memory import filter_nums, path_cost_table, stem_saved_elements
+from dast_components.networks.costs import filter_nums, path_cost_table, stem_saved_elements
 
 __all__ = [
     "SavedTensorCensus",

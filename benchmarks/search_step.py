@@ -30,7 +30,7 @@ The full DiNTS supernet at the bundle's own 96^3 patch needs about 23 GB for one
 spares; ``--cost_patch 96`` (the default; 0 skips it) therefore adds a per-pass comparison at that patch: each op
 and connection block of both pools timed one by one (forward+backward, times the paths carrying it) and the
 saved-for-backward memory of all paths and ops from the memory model
-(:func:`dast_components.networks.memory.path_cost_table`). It is not a step measurement; it shows how the ratio
+(:func:`dast_components.networks.costs.path_cost_table`). It is not a step measurement; it shows how the ratio
 moves with the patch (transformer cost is nearly fixed by the token and key grids, conv cost grows with volume).
 
 Example::
@@ -66,7 +66,7 @@ from benchmarks.common import (
 )
 from dast_components.losses import MemoryBudgetLoss
 from dast_components.networks import DASTSearchSpace, build_op, make_cell
-from dast_components.networks.memory import path_cost_table
+from dast_components.networks.costs import path_cost_table
 from dast_components.search import BiLevelStep, arch_parameters, weight_parameters
 
 __all__ = ["SearchBench", "op_costs", "main"]
@@ -299,8 +299,8 @@ def _markdown(payload: dict[str, Any]) -> str:
         pp = payload["per_pass"]
         size = "x".join(map(str, pp["patch_size"]))
         text += (f"\n**Per-pass comparison at {size}** (the search bundle's own patch; not a step: ops and connection "
-                 f"blocks timed one by one, forward+backward, times the paths carrying them; memory = saved-for-backward "
-                 f"elements of every path and op from the memory model, per batch item):\n\n")
+                 "blocks timed one by one, forward+backward, times the paths carrying them; memory = "
+                 "saved-for-backward elements of every path and op from the memory model, per batch item):\n\n")
         items = sorted({k for pool in POOLS for k in pp[pool]["seconds_by_item"]})
         text += markdown_table(
             ["supernet", "one pass s", *[f"{k} s" for k in items], "saved MiB per item"],

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import glob
+import json
 import logging
 import os
 import re
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from dast_components.data.checks import check_image_file
 from dast_components.errors import InputError, MissingFileError
 
 __all__ = [
@@ -142,8 +144,6 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
     """
     side = record_path(path)
     if side.is_file():
-        import json
-
         try:
             record = json.loads(side.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
@@ -335,8 +335,6 @@ def inference_items(
 
 
 def _checked(items: list[dict[str, str]]) -> list[dict[str, str]]:
-    from dast_components.data.checks import check_image_file
-
     for item in items:
         check_image_file(item["image"], "input image")
     logger.info("checked %d input image(s)", len(items))

@@ -36,7 +36,8 @@ put the bundle root on ``sys.path``, so the configs' ``_target_: dast_components
 release without installing anything beyond the bundle's metadata; when the package is installed (``pip install -e
 .`` in the repository) the configs resolve to it the same way. The sources are generated at release time, so the
 repository holds them once. (Not ``scripts/``: the package imports itself as ``dast_components.*``, and a top-level
-``scripts`` module of two bundles loaded in one process, e.g. by MONAI Label, would shadow each other.)
+``scripts`` module of two bundles loaded in one process, e.g. by MONAI Label, would shadow each other.) See also
+docs/design.md, "Bundles".
 
 Command line::
 
@@ -64,7 +65,7 @@ from typing import Any
 
 import yaml
 
-from dast_components.data.checks import atomic_path
+from dast_components.utils import atomic_path
 
 __all__ = [
     "EXCLUDED_DIRS",

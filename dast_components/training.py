@@ -48,6 +48,7 @@ from ignite.engine import Events
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver, ValidationHandler
 
+from dast_components.data import foreground_percentiles, prepare_kits19_data, warn_uncovered_classes
 from dast_components.data.checks import write_json_atomic
 from dast_components.errors import InputError
 from dast_components.utils import atomic_path, check_patch_size
@@ -240,14 +241,12 @@ def training_intensity(
     Returns:
         ``{"lower": float, "upper": float}``.
     """
-    from dast_components import data
-
     if len(items) == 0:
         raise InputError("the training list is empty: no intensity statistics can be computed.")
     wanted = _normalised(items)
     if dataset_dir is not None and Path(dataset_dir).is_dir():
         try:
-            prepared = data.prepare_kits19_data(
+            prepared = prepare_kits19_data(
                 dataset_dir, fold=fold, num_folds=num_folds, cache_dir=cache_dir, num_classes=num_classes,
                 seed=seed, output_dir=output_dir,
             )
@@ -264,10 +263,10 @@ def training_intensity(
     if path.is_file() and "classes" in (cached := json.loads(path.read_text())):
         logger.info("reusing intensity window %s", path)
     else:
-        stats = data.foreground_percentiles(list(items), num_classes=num_classes)
+        stats = foreground_percentiles(list(items), num_classes=num_classes)
         cached = {"cases": [list(p) for p in wanted], **stats}
         write_json_atomic(path, cached)
-    data.warn_uncovered_classes(cached, source=str(path))
+    warn_uncovered_classes(cached, source=str(path))
     return {"lower": float(cached["lower"]), "upper": float(cached["upper"])}
 
 

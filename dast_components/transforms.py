@@ -21,6 +21,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, ScaleIntensityRange, Spacingd
 
+from dast_components.data.intensity import as_window
+from dast_components.inference import read_intensity, record_path
 
 __all__ = ["PathSafeSpacingd", "ScaleIntensityFromCheckpointd"]
 
@@ -92,8 +94,6 @@ class ScaleIntensityFromCheckpointd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        from dast_components.data.intensity import as_window
-
         self.checkpoint = Path(checkpoint)
         self.fixed = as_window(window)
         self.b_min, self.b_max, self.clip = float(b_min), float(b_max), bool(clip)
@@ -104,8 +104,6 @@ class ScaleIntensityFromCheckpointd(MapTransform):
         """The current window ``{"lower", "upper"}`` (re-read when the weight file changed)."""
         if self.fixed is not None:
             return self.fixed
-        from dast_components.inference import read_intensity, record_path
-
         stamp: tuple[int, ...] = ()
         for path in (self.checkpoint, record_path(self.checkpoint)):
             try:

@@ -50,6 +50,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -58,6 +59,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from dast_components.networks import DASTNet, save_arch
+from dast_components.release import LARGE_FILES_NAME, read_large_files
 
 __all__ = [
     "PROJECT_SCHEMA",
@@ -204,8 +208,6 @@ def check_metadata(bundle_dir: str | os.PathLike, schema: str | os.PathLike | No
             else the project's own ``bundles/schemas/bundle_meta_schema.json`` (the official schema's required
             fields and more), else the official schema is downloaded by MONAI (network needed).
     """
-    import shutil
-
     from monai.bundle import verify_metadata
 
     root = Path(bundle_dir)
@@ -265,8 +267,6 @@ def check_large_files(bundle_dir: str | os.PathLike) -> CheckResult:
     Args:
         bundle_dir: bundle root.
     """
-    from dast_components.release import LARGE_FILES_NAME, read_large_files
-
     root = Path(bundle_dir)
     if not (root / LARGE_FILES_NAME).is_file():
         return _skip("large_files", f"no {LARGE_FILES_NAME}")
@@ -471,8 +471,6 @@ def _is_search_supernet(net: torch.nn.Module) -> bool:
 
 def _decoded_network(net: torch.nn.Module, meta: Mapping[str, Any]) -> torch.nn.Module | None:
     """The network a search supernet's current architecture parameters decode to (``DASTNet``), or None."""
-    from dast_components.networks import DASTNet
-
     spaces = [m for m in net.modules() if callable(getattr(m, "decode_arch", None))]
     if not spaces:
         return None
@@ -536,8 +534,6 @@ def check_torchscript(
         ts_file = Path(tmp) / "model.ts"
         if prefix:  # export the decoded network: a one-entry config whose network_def is that module
             arch_json = Path(tmp) / "arch_code.json"
-            from dast_components.networks import save_arch
-
             save_arch(arch_json, net.arch)
             export_configs = [str(Path(tmp) / "decoded.json")]
             fmt = parser.get("_meta_")["network_data_format"]

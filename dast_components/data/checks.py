@@ -36,7 +36,7 @@ __all__ = [
     "DataError",
     "KITS19_IMAGE",
     "KITS19_LABEL",
-    "atomic_path",
+    "atomic_path",  # from dast_components.utils (kept for old imports; import it from there)
     "check_dataset_dir",
     "check_dataset_json",
     "check_device",

@@ -32,7 +32,6 @@ import argparse
 import logging
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,20 +39,17 @@ from typing import Any
 import numpy as np
 
 from dast_components.data.checks import (
-    KITS19_IMAGE,
-    KITS19_LABEL,
     DataError,
     check_dataset_dir,
-    check_dataset_json,
     check_image_file,
     check_image_label_shapes,
     check_items_exist,
-    check_kits19_case,
     check_label_files,
     read_json,
     write_json_atomic,
 )
 from dast_components.data.intensity import foreground_percentiles, warn_uncovered_classes
+from dast_components.data.items import kits19_items, load_dataset_items, msd_items
 from dast_components.errors import InputError
 
 __all__ = [
@@ -61,9 +57,9 @@ __all__ = [
     "check_batch_size",
     "fold_split",
     "kfold_split",
-    "kits19_items",
-    "load_dataset_items",
-    "msd_items",
+    "kits19_items",  # from dast_components.data.items
+    "load_dataset_items",  # from dast_components.data.items
+    "msd_items",  # from dast_components.data.items
     "prepare_kits19_data",
     "prepare_search_data",
     "read_datalist_file",
@@ -76,74 +72,6 @@ logger = logging.getLogger(__name__)
 SEARCH_SPLIT_SIZES = {"train_weights": 114, "train_arch": 114, "validation": 54}
 _CACHE_VERSION = 1
 _INTENSITY_CACHE_VERSION = 2  # 2: per-class percentiles and share inside the window ("classes")
-_KITS19_CASE = re.compile(r"case_\d{5}")
-
-
-def msd_items(dataset_dir: str | os.PathLike, key: str = "training", num_classes: int | None = None) -> list[dict]:
-    """Image/label pairs listed under ``key`` in an MSD ``dataset.json``, with absolute paths.
-
-    Args:
-        dataset_dir: MSD task folder holding ``dataset.json``.
-        key: the list to read. Defaults to ``"training"``.
-        num_classes: if given, the ``labels`` of ``dataset.json`` (when present) must name this many classes.
-            Defaults to ``None`` (no check).
-
-    Returns:
-        entries ``{"image": path, "label": path}`` in the order of ``dataset.json``; every file exists.
-    """
-    json_path = check_dataset_json(dataset_dir)
-    content = read_json(json_path)
-    entries = content.get(key) if isinstance(content, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise DataError(f"'{json_path}' has no non-empty list under key '{key}'; expected [{{'image', 'label'}}, ...].")
-    labels = content.get("labels")
-    if num_classes is not None and isinstance(labels, dict) and len(labels) != int(num_classes):
-        raise DataError(
-            f"'{json_path}' key 'labels' names {len(labels)} classes {labels} but num_classes={num_classes}."
-        )
-    items = []
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("image", "label")):
-            raise DataError(f"'{json_path}' entry {index} of '{key}' needs string 'image' and 'label' keys: {entry!r}.")
-        items.append({k: _absolute(json_path.parent, entry[k]) for k in ("image", "label")})
-    check_items_exist(items, source=str(json_path))
-    return items
-
-
-def kits19_items(dataset_dir: str | os.PathLike) -> list[dict]:
-    """Image/label pairs of the ``case_XXXXX`` folders of a KiTS19 ``data`` folder, sorted by case.
-
-    Args:
-        dataset_dir: folder holding ``case_00000/imaging.nii.gz`` and ``segmentation.nii.gz``, ...; other entries
-            are ignored. Every case folder must hold both files (keep the unlabelled test cases elsewhere).
-
-    Returns:
-        entries ``{"image": path, "label": path}`` with absolute paths.
-    """
-    root = check_dataset_dir(dataset_dir)
-    cases = sorted(p for p in root.iterdir() if p.is_dir() and _KITS19_CASE.fullmatch(p.name))
-    if not cases:
-        raise DataError(
-            f"dataset_dir '{root}' has no case_XXXXX folders; expected the KiTS19 layout "
-            f"case_00000/{KITS19_IMAGE} + {KITS19_LABEL}. Create a synthetic one with "
-            f"`python -m dast_components.data.synthetic --layout kits19 --out {root}`."
-        )
-    for case in cases:
-        check_kits19_case(case)
-    return [{"image": str(case / KITS19_IMAGE), "label": str(case / KITS19_LABEL)} for case in cases]
-
-
-def load_dataset_items(dataset_dir: str | os.PathLike) -> list[dict]:
-    """Items of a dataset folder in either layout: MSD if it has ``dataset.json``, else KiTS19 case folders.
-
-    Args:
-        dataset_dir: dataset root.
-
-    Returns:
-        entries ``{"image": path, "label": path}`` with absolute paths.
-    """
-    root = check_dataset_dir(dataset_dir)
-    return msd_items(root) if (root / "dataset.json").is_file() else kits19_items(root)
 
 
 def search_split(items: Sequence[Mapping[str, Any]], seed: int = 0) -> dict:
@@ -490,11 +418,7 @@ def _relative_cases(root: Path, items: Sequence[Mapping[str, Any]]) -> list[dict
 
 
 def _absolute_case(root: Path, entry: Mapping[str, Any]) -> dict:
-    return {k: _absolute(root, entry[k]) for k in ("image", "label")}
-
-
-def _absolute(root: Path, path: str) -> str:
-    return os.path.normpath(root / path)
+    return {k: os.path.normpath(root / entry[k]) for k in ("image", "label")}
 
 
 def _sizes(split: Mapping[str, Any], parts: Sequence[str]) -> str:
@@ -543,6 +467,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     out = write_json_atomic(args.out or default_out, result)
     print(f"wrote {out} ({summary})")
     return result
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Console script ``dast-datalist``: :func:`main`, exit status 0 (an input error exits 1 with its message)."""
+    main(argv)
+    return 0
 
 
 if __name__ == "__main__":

@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,9 +45,9 @@ from dast_components.data.checks import (
     check_label_values,
     load_image,
     load_label,
-    read_json,
     write_json_atomic,
 )
+from dast_components.data.items import load_datalist_items
 from dast_components.errors import InputError
 
 __all__ = [
@@ -57,7 +55,7 @@ __all__ = [
     "MIN_INSIDE_SHARE",
     "as_window",
     "foreground_percentiles",
-    "load_datalist_items",
+    "load_datalist_items",  # from dast_components.data.items
     "warn_uncovered_classes",
 ]
 
@@ -244,45 +242,6 @@ def as_window(value: Any, name: str = "intensity") -> dict[str, float] | None:
     return {"lower": lower, "upper": upper}
 
 
-def load_datalist_items(source: str | os.PathLike, keys: Sequence[str] | None = None) -> list[dict]:
-    """Image/label pairs from a dataset folder (MSD ``dataset.json`` or KiTS19 cases) or a datalist JSON file.
-
-    A datalist JSON is either a list of ``{"image", "label"}`` entries or a dict of such lists; relative paths are
-    resolved against the folder of the JSON file.
-
-    Args:
-        source: dataset folder or datalist JSON file.
-        keys: for a datalist dict, the lists to join. Defaults to ``["training"]`` if present, else the training
-            lists of a search split (``["train_weights", "train_arch"]``).
-
-    Returns:
-        entries ``{"image": absolute path, "label": absolute path}``.
-    """
-    from dast_components.data import datalist  # deferred: datalist imports this module
-
-    source = Path(source).expanduser().absolute()
-    if source.is_dir():
-        return datalist.load_dataset_items(source)
-    content = read_json(source)
-    if isinstance(content, dict):
-        if keys is None:
-            keys = ["training"] if "training" in content else ["train_weights", "train_arch"]
-        missing = [k for k in keys if not isinstance(content.get(k), list)]
-        if missing:
-            raise DataError(f"datalist '{source}' has no list under key(s) {missing}; its keys are {sorted(content)}.")
-        entries = [entry for k in keys for entry in content[k]]
-    elif isinstance(content, list):
-        entries = content
-    else:
-        raise DataError(f"datalist '{source}' must hold a list or a dict of lists, got {type(content).__name__}.")
-    items = []
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not {"image", "label"} <= set(entry):
-            raise DataError(f"datalist '{source}' entry {index} must have 'image' and 'label' keys, got {entry!r}.")
-        items.append({k: str((source.parent / entry[k]).resolve()) for k in ("image", "label")})
-    return items
-
-
 def main(argv: Sequence[str] | None = None) -> dict:
     """Command line: ``python -m dast_components.data.intensity DATALIST_OR_DATASET_DIR --out intensity.json``."""
     parser = argparse.ArgumentParser(
@@ -306,6 +265,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     warn_uncovered_classes(stats, source=str(args.source))
     print(f"wrote {out}: lower={stats['lower']:.2f} upper={stats['upper']:.2f} from {stats['num_cases']} cases")
     return stats
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Console script ``dast-intensity``: :func:`main`, exit status 0 (an input error exits 1 with its message)."""
+    main(argv)
+    return 0
 
 
 if __name__ == "__main__":

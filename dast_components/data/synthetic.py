@@ -36,8 +36,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from dast_components.data.checks import KITS19_IMAGE, KITS19_LABEL, atomic_path, write_json_atomic
+from dast_components.data.checks import KITS19_IMAGE, KITS19_LABEL, write_json_atomic
 from dast_components.errors import InputError
+from dast_components.utils import atomic_path
 
 __all__ = ["LABEL_NAMES", "kits19_affine", "make_phantom", "msd_affine", "to_kits19_array", "write_dataset"]
 
@@ -298,6 +299,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
     size_mb = sum(p.stat().st_size for p in files) / 2**20
     print(f"wrote {args.num_cases} {args.layout} cases ({len(files)} files, {size_mb:.1f} MB) to {out}")
     return out
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Console script ``dast-synthetic``: :func:`main`, exit status 0 (an input error exits 1 with its message)."""
+    main(argv)
+    return 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ MONAI's ``TopologySearch.get_ram_cost_usage(full=True)`` keeps the op softmax in
 ``usage / full`` barely depends on which op a path picks (measured on MONAI 1.6.1: its gradient to the op
 logits is ~80x smaller than to the path logits). Here ``full`` is a fixed reference:
 every path on, each with its costliest op, so choosing a cheaper op lowers the ratio as much as dropping a path.
+See docs/design.md, "Memory budget".
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-
 
 __all__ = ["MemoryBudgetLoss"]
 
@@ -34,7 +34,7 @@ class MemoryBudgetLoss(nn.Module):
 
     ``usage = sum_{b,p} P(path b,p) * sum_o softmax(alpha_c)[b,p,o] * cost[b,p,o]``, where ``cost`` is the saved
     elements of the path's connection block plus op at the training patch size
-    (:func:`dast_components.networks.memory.path_cost_table`), and ``full = sum_{b,p} max_o cost[b,p,o]``.
+    (:func:`dast_components.networks.costs.path_cost_table`), and ``full = sum_{b,p} max_o cost[b,p,o]``.
 
     Args:
         search_space: a :class:`~dast_components.networks.DASTSearchSpace`.

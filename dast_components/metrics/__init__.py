@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from .kits19 import (
+from dast_components.metrics.kits19 import (
     KITS19_CLASSES,
     KiTS19Metric,
     dice_score,
@@ -20,7 +20,7 @@ from .kits19 import (
     kits19_case_dice_tensor,
     summarize_kits19,
 )
-from .report import KiTS19ReportHandler, case_name, format_kits19_table, write_kits19_report
+from dast_components.metrics.report import KiTS19ReportHandler, case_name, format_kits19_table, write_kits19_report
 
 __all__ = [
     "KITS19_CLASSES",

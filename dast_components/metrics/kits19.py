@@ -20,7 +20,7 @@ reports the mean over cases of each, and ranks by their average (here called **c
 The official evaluator leaves the case where both prediction and reference are empty undefined (every KiTS19
 test case has a tumor). We define it with ``empty_score``: ``1.0`` (the default) counts agreement on "nothing there"
 as a perfect score, ``float("nan")`` drops such cases from that class's mean. When exactly one of the two masks is
-empty the Dice is ``0.0``.
+empty the Dice is ``0.0``. (docs/design.md, "Data and metric".)
 
 Reference: Heller et al., "The state of the art in kidney and kidney tumor segmentation in contrast-enhanced CT
 imaging: results of the KiTS19 challenge", Med. Image Anal. 67 (2021), https://doi.org/10.1016/j.media.2020.101821

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from .kits19 import KITS19_CLASSES, kits19_case_dice_tensor, summarize_kits19
+from dast_components.metrics.kits19 import KITS19_CLASSES, kits19_case_dice_tensor, summarize_kits19
 from dast_components.utils import atomic_write_text
 
 __all__ = ["KiTS19ReportHandler", "case_name", "format_kits19_table", "write_kits19_report"]
@@ -156,7 +156,7 @@ class KiTS19ReportHandler:
 
     def attach(self, engine: Any) -> None:
         """Register the reset, per-iteration scoring and report writing on ``engine``."""
-        from ignite.engine import Events
+        from ignite.engine import Events  # ignite only when attached to an engine: the metric itself runs without it
 
         engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._score)

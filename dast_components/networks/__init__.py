@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dast_components.networks.arch_io import ArchCode, check_topology, load_arch, save_arch
 from dast_components.networks.cells import OP_POOLS, MixedOp, SearchCell, build_op, make_cell, resolve_ops
-from dast_components.networks.memory import estimate_memory, max_patch_size, saved_tensor_bytes
+from dast_components.networks.costs import saved_tensor_bytes
+from dast_components.networks.memory import estimate_memory, max_patch_size
 from dast_components.networks.nets import DASTNet
 from dast_components.networks.search_space import DASTInstance, DASTSearchSpace, random_arch
 from dast_components.networks.transformer import TransformerOp3D

@@ -14,6 +14,7 @@ Architecture files: the decoded architecture of a search, as human-readable JSON
 ``models/arch_code.json`` is the contract between the search bundle and the retraining bundle. JSON (rather than a
 ``.pt`` file) keeps it diffable, loadable without unpickling, and out of MONAI Label's ``models/*.pt`` weight scan.
 :func:`load_arch` also reads MONAI DiNTS ``.pt`` files (the DiNTS tutorial's and Auto3DSeg's ``arch_code`` keys).
+See docs/design.md, "Architecture files".
 """
 
 from __future__ import annotations

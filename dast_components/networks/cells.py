@@ -14,7 +14,7 @@ Cell ops, op pools and the cell class of the DAST search space.
 MONAI's ``TopologyConstruction`` counts ops from the class attribute ``cell.OPS3D`` while ``monai...dints.Cell``
 rebuilds a fixed five-op dict in ``__init__`` (MONAI 1.6.1), so a custom pool needs its own cell class whose
 class-level ``OPS3D`` lists the ops in order. :func:`make_cell` creates that class for an op pool; the order of
-``OPS3D`` is the meaning of ``arch_code_c``.
+``OPS3D`` is the meaning of ``arch_code_c`` (docs/design.md, "MONAI's DiNTS classes").
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from monai.networks.nets.dints import CellInterface
 from torch import nn
 
 from dast_components.errors import InputError
-from dast_components.networks.memory import op_saved_elements, preprocess_saved_elements
+from dast_components.networks.costs import op_saved_elements, preprocess_saved_elements
 from dast_components.networks.transformer import TransformerOp3D
 
 __all__ = ["OP_POOLS", "resolve_ops", "build_op", "MixedOp", "SearchCell", "make_cell"]

@@ -22,6 +22,7 @@ from torch import nn
 
 from dast_components.errors import InputError
 from dast_components.networks.arch_io import ArchCode, load_arch
+from dast_components.networks.cells import resolve_ops
 from dast_components.networks.search_space import DASTInstance
 
 __all__ = ["DASTNet"]
@@ -78,8 +79,6 @@ class DASTNet(DiNTS):
         if isinstance(arch, ArchCode):
             code = arch
             if ops is not None or grid is not None:  # same checks as for a file
-                from dast_components.networks.cells import resolve_ops
-
                 if ops is not None and resolve_ops(ops) != code.ops:
                     raise InputError(f"architecture uses op pool {list(code.ops)}, config asks for {ops!r}.")
                 if grid is not None and "transformer" in code.ops and int(grid) != code.grid:

@@ -28,7 +28,7 @@ from monai.networks.nets import TopologyInstance, TopologySearch
 
 from dast_components.networks.arch_io import ArchCode
 from dast_components.networks.cells import make_cell, resolve_ops
-from dast_components.networks.memory import filter_nums, path_cost_table
+from dast_components.networks.costs import filter_nums, path_cost_table
 
 __all__ = ["DASTSearchSpace", "DASTInstance", "decode_logits", "random_arch"]
 
@@ -194,7 +194,7 @@ class DASTSearchSpace(TopologySearch):
         return node2in, node2out
 
     def arch_parameters(self) -> list[torch.nn.Parameter]:
-        """Path logits ``log_alpha_a`` ``(num_blocks, paths)`` and op logits ``log_alpha_c`` ``(num_blocks, paths, ops)``."""
+        """Path logits ``log_alpha_a`` ``(num_blocks, paths)``, op logits ``log_alpha_c`` ``(blocks, paths, ops)``."""
         return [self.log_alpha_a, self.log_alpha_c]
 
     def get_prob_a(self, child: bool = False):

@@ -11,7 +11,8 @@
 """DAST transformer cell operation: projector, encoder-decoder transformer, segmentation attention, reverse projector.
 
 Paper: Yang et al., "DAST: Differentiable Architecture Search with Transformer for 3D Medical Image Segmentation",
-MICCAI 2022 (https://arxiv.org/abs/2208.03464), section "Transformer" and Eq. 1-3.
+MICCAI 2022 (https://arxiv.org/abs/2208.03464), section "Transformer" and Eq. 1-3. Where the paper leaves a choice
+open (tokens, heads, segmentation attention, reverse projector), the reasons are in docs/design.md, "Transformer op".
 """
 
 from __future__ import annotations

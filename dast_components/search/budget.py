@@ -32,7 +32,8 @@ from typing import Any, NamedTuple
 import torch
 
 from dast_components.networks.arch_io import ArchCode
-from dast_components.networks.memory import estimate_memory, filter_nums, path_cost_table
+from dast_components.networks.costs import filter_nums, path_cost_table
+from dast_components.networks.memory import estimate_memory
 
 __all__ = [
     "GIB",

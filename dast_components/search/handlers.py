@@ -43,6 +43,7 @@ from dast_components.networks.arch_io import save_arch
 from dast_components.search.budget import GIB, budget_to_lambda, cell_elements, cost_table, decode_within_budget
 from dast_components.search.step import arch_parameters
 from dast_components.utils import check_patch_size
+from dast_components.visualize import draw_architecture
 
 __all__ = ["ARCH_FILE", "ArchitectureExport", "SearchProgress", "resume_from"]
 
@@ -356,11 +357,10 @@ class ArchitectureExport:
 
     def _draw(self, arch: Any, path: Path) -> None:
         try:
-            from dast_components.visualize import draw_architecture  # optional: needs matplotlib
-        except ImportError as err:
+            draw_architecture(arch, path, patch_size=self.train_patch_size, batch_size=self.train_batch_size)
+        except ImportError as err:  # matplotlib is optional
             logger.warning("no architecture diagram: %s (pip install 'dast_components[plot]')", err)
             return
-        draw_architecture(arch, path, patch_size=self.train_patch_size, batch_size=self.train_batch_size)
         self._info("architecture diagram written to %s", path)
 
     def _tighten_lambda(self, plain_estimate: int) -> None:

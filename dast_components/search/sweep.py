@@ -35,10 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from dast_components.networks.arch_io import ArchCode, load_arch
-from dast_components.networks.memory import estimate_memory, filter_nums, op_saved_elements
+from dast_components.networks.costs import filter_nums, op_saved_elements
+from dast_components.networks.memory import estimate_memory
 from dast_components.utils import atomic_write_text
 
 __all__ = [
+    "cli",
     "cost_by_depth",
     "depth_counts",
     "final_memory_ratio",
@@ -224,6 +226,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             )
         atomic_write_text(report, text)
     return rows
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Console script ``dast-sweep``: :func:`main`, exit status 0 (an input error exits 1 with its message)."""
+    main(argv)
+    return 0
 
 
 if __name__ == "__main__":

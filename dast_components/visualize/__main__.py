@@ -21,10 +21,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["main"]
+from dast_components.visualize.arch import draw_architecture
+from dast_components.visualize.attention import write_attention_maps
+from dast_components.visualize.curves import draw_curves
+
+__all__ = ["cli", "main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,15 +96,11 @@ def main(argv: Sequence[str] | None = None) -> Any:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "arch":
-        from dast_components.visualize.arch import draw_architecture
-
         counts = draw_architecture(args.arch_file, args.out, patch_size=_size(args.patch_size),
                                    batch_size=args.batch_size, dpi=args.dpi)
         print(f"wrote {args.out}: " + ", ".join(f"{op} {n}" for op, n in counts.items()))
         return counts
     if args.command == "attention":
-        from dast_components.visualize.attention import write_attention_maps
-
         intensity = None if args.intensity is None else {"lower": args.intensity[0], "upper": args.intensity[1]}
         result = write_attention_maps(
             args.bundle_root, args.image, args.out, weights=args.weights, arch_file=args.arch_file,
@@ -108,15 +109,19 @@ def main(argv: Sequence[str] | None = None) -> Any:
         )
         print(f"wrote {len(result['ops'])} attention maps (NIfTI + PNG) to {args.out}")
         return result
-    from dast_components.visualize.curves import draw_curves
-
     drawn = draw_curves(args.runs, args.out, title=args.title, dpi=args.dpi)
     print(f"wrote {args.out}: " + "; ".join(f"{name}: {', '.join(cols) or 'nothing'}" for name, cols in drawn.items()))
     return drawn
 
 
-if __name__ == "__main__":
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Console script ``dast-visualize``: :func:`main`, exit status 0; a bad input exits 1 with its message."""
     try:
-        main()
+        main(argv)
     except (ValueError, FileNotFoundError, ImportError) as error:  # bad input: the message, not a traceback
         raise SystemExit(f"error: {error}") from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

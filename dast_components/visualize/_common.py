@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dast_components.data.checks import atomic_path
+from dast_components.utils import atomic_path
 
 __all__ = ["new_figure", "save_figure"]
 

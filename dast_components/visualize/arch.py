@@ -29,7 +29,8 @@ import os
 from collections.abc import Sequence
 
 from dast_components.networks.arch_io import ArchCode, load_arch
-from dast_components.networks.memory import estimate_memory, filter_nums
+from dast_components.networks.costs import filter_nums
+from dast_components.networks.memory import estimate_memory
 from dast_components.visualize._common import new_figure, save_figure
 
 __all__ = ["OP_COLORS", "draw_architecture", "path_endpoints"]

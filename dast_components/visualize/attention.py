@@ -58,10 +58,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dast_components.data.checks import atomic_path
+from dast_components.inference import read_record
 from dast_components.networks.arch_io import ArchCode
 from dast_components.networks.nets import DASTNet
 from dast_components.networks.transformer import TransformerOp3D
+from dast_components.utils import atomic_path
 from dast_components.visualize._common import new_figure, save_figure
 from dast_components.visualize.arch import path_endpoints
 
@@ -174,7 +175,9 @@ def foreground_attention(
         token_grid = (g, g, g)
     token_grid = [int(t) for t in token_grid]
     if len(token_grid) != 3 or math.prod(token_grid) != maps.shape[0]:
-        raise ValueError(f"maps have {maps.shape[0]} queries, which is not the token grid {token_grid} (T = t_h t_w t_d).")
+        raise ValueError(
+            f"maps have {maps.shape[0]} queries, which is not the token grid {token_grid} (T = t_h t_w t_d)."
+        )
     if foreground.dim() != 3:
         raise ValueError(f"foreground must be a 3D mask (H, W, D), got shape {list(foreground.shape)}.")
     frac = F.adaptive_avg_pool3d(foreground.to(maps.device, torch.float32)[None, None], token_grid).flatten()
@@ -239,8 +242,6 @@ def load_bundle_network(
         ckpt = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  any unpickling failure means "not a weight file"
         raise ValueError(f"cannot read {weights} with torch.load(weights_only=True): {err}") from None
-    from dast_components.inference import read_record
-
     record = read_record(weights)
     state = _state_dict(ckpt, weights)
     arch: ArchCode | Path
@@ -534,7 +535,8 @@ def write_attention_maps(
         queries = query_summary(fg_queries, num_queries)
         window = "" if roi is None else f" in the {'x'.join(map(str, roi))} window around the mask"
         title = (f"segmentation attention of transformer {name} (depth {depth}, 1/{2 ** (depth + first)} resolution, "
-                 f"{'x'.join(map(str, token_grid))} tokens, {'x'.join(map(str, averaged.shape))} keys){window}\n{queries}; axial slice {z} of {shape[2]}")
+                 f"{'x'.join(map(str, token_grid))} tokens, {'x'.join(map(str, averaged.shape))} keys){window}\n"
+                 f"{queries}; axial slice {z} of {shape[2]}")
         png = _draw_panel(volume, att, pred_np, z, title, out_dir / f"attention_{name}.png", dpi)
         result["ops"][name] = {"nifti": nifti, "png": png, "depth": depth, "grid": g, "token_grid": token_grid,
                                  "key_grid": list(averaged.shape), "foreground_queries": fg_queries}

@@ -19,13 +19,8 @@ import numpy as np
 import pytest
 
 from dast_components.data import DataError, msd_items, prepare_kits19_data, prepare_search_data, search_split
-from dast_components.data.checks import (
-    atomic_path,
-    check_image_label_shapes,
-    check_label_values,
-    read_json,
-    write_json_atomic,
-)
+from dast_components.data.checks import check_image_label_shapes, check_label_values, read_json, write_json_atomic
+from dast_components.utils import atomic_path
 from tests.data.utils import save_nifti
 
 __all__: list[str] = []

@@ -15,7 +15,7 @@ import torch
 
 from dast_components.networks import build_op, estimate_memory, max_patch_size, random_arch, saved_tensor_bytes
 from dast_components.networks.cells import _build_preprocess
-from dast_components.networks.memory import op_saved_elements, preprocess_saved_elements
+from dast_components.networks.costs import op_saved_elements, preprocess_saved_elements
 
 
 @pytest.mark.parametrize("name", ["skip_connect", "conv_3x3x3", "conv_3x3x1", "conv_1x3x3"])
