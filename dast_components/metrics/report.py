@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch.distributed as dist
 
 from dast_components.metrics.kits19 import KITS19_CLASSES, kits19_case_dice_tensor, summarize_kits19
@@ -182,11 +183,12 @@ class KiTS19ReportHandler:
 
     def _write(self, engine: Any) -> None:
         cases = self.cases
-        if dist.is_available() and dist.is_initialized():
-            gathered: list[Any] = [None] * dist.get_world_size()
+        world = idist.get_world_size()
+        if world > 1:
+            gathered: list[Any] = [None] * world
             dist.all_gather_object(gathered, cases)
             cases = [c for part in gathered for c in part]
-            if dist.get_rank() != 0:
+            if idist.get_rank() != 0:
                 return
         if not cases:
             logger.warning("KiTS19 report: the evaluator produced no cases; nothing written.")

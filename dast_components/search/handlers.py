@@ -60,8 +60,15 @@ def resume_from(path: str | os.PathLike, resume: bool) -> bool:
 
     Logs what happens: a missing checkpoint with ``resume`` true starts from iteration 0 (warning); an existing one
     with ``resume`` false is overwritten by the new search (info).
+
+    Raises:
+        InputError: ``resume`` is true and ``path`` is a checkpoint of dast_search 0.2.x (another layout).
     """
     exists = Path(path).is_file()
+    if resume and exists and "search" not in torch.load(path, map_location="cpu", weights_only=True):
+        raise InputError(f"cannot resume from {path}: it was written by dast_search 0.2.x (no 'search' entry); "
+                         "checkpoints of the hand-written search loop do not resume in 0.3.0. Start a new search "
+                         "with --resume false (or another --output_dir).")
     if resume and not exists:
         logger.warning("resume requested but %s does not exist; starting from iteration 0", path)
     elif exists and not resume and idist.get_rank() == 0:
