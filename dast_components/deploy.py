@@ -24,9 +24,13 @@ from torch import nn
 from dast_components.errors import InputError
 from dast_components.utils import atomic_path
 
-__all__ = ["DEFAULT_TOLERANCE", "OnnxPredictor", "export_onnx", "onnx_network", "weights_key"]
+__all__ = ["DEFAULT_TOLERANCE", "RUNTIMES", "OnnxPredictor", "OpenVinoPredictor", "export_onnx", "onnx_network",
+           "weights_key"]
 
 logger = logging.getLogger(__name__)
+
+RUNTIMES = ("onnxruntime", "openvino")
+"""Runtimes :func:`onnx_network` can run the exported file with."""
 
 DEFAULT_TOLERANCE = 1e-3
 """Largest accepted absolute difference between ONNX Runtime's and eager PyTorch's logits on the check input."""
@@ -116,6 +120,40 @@ class OnnxPredictor(nn.Module):
         return torch.from_numpy(out).to(x.device)
 
 
+class OpenVinoPredictor(nn.Module):
+    """Runs an ONNX file with OpenVINO on the CPU behind the interface of an ``nn.Module`` (as :class:`OnnxPredictor`).
+
+    The model is compiled in float32 (``INFERENCE_PRECISION_HINT`` ``f32``: no bf16/fp16 shortcuts, so the logits
+    stay within the tolerance of eager PyTorch); ``forward`` takes (B, C_in, D, H, W) on any device and returns
+    float32 logits (B, C, D, H, W) on the same device.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        super().__init__()
+        try:
+            import openvino as ov
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise InputError(
+                "onnx_runtime 'openvino' needs OpenVINO: pip install 'openvino==2026.4.1' (or pip install .[onnx])."
+            ) from e
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"no ONNX file at {path}.")
+        config: dict[str, object] = {"INFERENCE_PRECISION_HINT": "f32"}
+        n = threads if threads is not None else int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+        if n > 0:
+            config["INFERENCE_NUM_THREADS"] = int(n)
+        self.path = path
+        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        self.output = self.compiled.output(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, D, H, W) -> float32 logits (B, C, D, H, W) on ``x``'s device."""
+        arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        out = np.asarray(self.compiled([arr])[self.output], dtype=np.float32)
+        return torch.from_numpy(out).to(x.device)
+
+
 def onnx_network(
     network: nn.Module,
     window: Sequence[int],
@@ -124,7 +162,8 @@ def onnx_network(
     tolerance: float = DEFAULT_TOLERANCE,
     threads: int | None = None,
     seed: int = 0,
-) -> OnnxPredictor:
+    runtime: str = "onnxruntime",
+) -> OnnxPredictor | OpenVinoPredictor:
     """The ONNX Runtime predictor for ``network``, exporting it on first use and checking it against eager.
 
     Args:
@@ -133,16 +172,19 @@ def onnx_network(
         cache_dir: folder for ``<weights_key>.onnx`` (reused while weights, architecture and window are the same).
         in_channels: input channels.
         tolerance: largest accepted max abs difference of the logits on a random (1, in_channels, *window) input.
-        threads: ONNX Runtime intra-op threads (default: ``OMP_NUM_THREADS`` if set, else ONNX Runtime's choice).
+        threads: the runtime's threads (default: ``OMP_NUM_THREADS`` if set, else the runtime's choice).
         seed: seed of the check input.
+        runtime: ``"onnxruntime"`` (:class:`OnnxPredictor`) or ``"openvino"`` (:class:`OpenVinoPredictor`).
 
     Raises:
-        InputError: ``cache_dir`` is not a writable folder, or the ONNX output differs from eager by more than
-            ``tolerance`` (the file is removed so the next run re-exports).
+        InputError: an unknown ``runtime``, ``cache_dir`` is not a writable folder, or the runtime's output differs
+            from eager by more than ``tolerance`` (the file is removed so the next run re-exports).
 
     Returns:
-        an :class:`OnnxPredictor` (an ``nn.Module``) for the sliding window.
+        the predictor (an ``nn.Module``) for the sliding window.
     """
+    if runtime not in RUNTIMES:
+        raise InputError(f"onnx_runtime must be one of {list(RUNTIMES)}, got {runtime!r}.")
     cache = Path(cache_dir)
     if cache.exists() and not cache.is_dir():
         raise InputError(f"onnx_cache_dir {cache} exists and is not a folder.")
@@ -155,7 +197,7 @@ def onnx_network(
     if not path.is_file():
         logger.info("exporting the network to %s (window %s)", path, list(window))
         export_onnx(network, path, window, in_channels)
-    predictor = OnnxPredictor(path, threads)
+    predictor = (OnnxPredictor if runtime == "onnxruntime" else OpenVinoPredictor)(path, threads)
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(1, in_channels, *[int(w) for w in window], generator=g)
     with torch.no_grad():
@@ -164,9 +206,9 @@ def onnx_network(
     if not diff <= tolerance:
         path.unlink(missing_ok=True)
         raise InputError(
-            f"ONNX Runtime output of {path} differs from eager PyTorch by {diff:.3g} (max abs, logits) > tolerance "
+            f"{runtime} output of {path} differs from eager PyTorch by {diff:.3g} (max abs, logits) > tolerance "
             f"{tolerance:g}; use inference.json instead."
         )
-    logger.info("ONNX Runtime matches eager PyTorch within %.3g (max abs logit difference, tolerance %g)", diff,
+    logger.info("%s matches eager PyTorch within %.3g (max abs logit difference, tolerance %g)", runtime, diff,
                 tolerance)
     return predictor
