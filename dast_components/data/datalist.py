@@ -62,6 +62,7 @@ __all__ = [
     "msd_items",  # from dast_components.data.items
     "prepare_kits19_data",
     "prepare_search_data",
+    "prepare_search_datalist",
     "read_datalist_file",
     "search_split",
 ]
@@ -308,6 +309,48 @@ def read_datalist_file(datalist: str | os.PathLike, batch_size: int | None = Non
     check_image_label_shapes(out["training"] + out["validation"])
     logger.info("datalist %s: %d training and %d validation cases", path, len(out["training"]), len(out["validation"]))
     return out
+
+
+def prepare_search_datalist(
+    datalist: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    num_classes: int = 3,
+    seed: int = 0,
+) -> dict:
+    """The search bundle's data from a MONAI datalist JSON instead of an MSD folder (``--datalist``).
+
+    The file is read and checked by :func:`read_datalist_file`. Its ``validation`` list is the search's validation;
+    its ``training`` list is shuffled (seeded, ordered by image path first) and halved into the weight and the
+    architecture split (the weight split takes the odd case), as :func:`search_split` halves the non-validation
+    cases. The intensity window is computed from the training list and cached in ``output_dir``
+    (``dast_intensity_search.json``), with every volume checked once.
+
+    Args:
+        datalist: JSON file with ``training`` and ``validation`` lists of ``{"image", "label"}``.
+        output_dir: folder of the intensity cache (the bundle's ``output_dir``).
+        num_classes: number of label classes including background.
+        seed: shuffle seed of the halving.
+
+    Returns:
+        ``{"train_weights", "train_arch", "validation", "intensity"}`` as :func:`prepare_search_data` returns them.
+    """
+    lists = read_datalist_file(datalist)
+    training = lists["training"]
+    if len(training) < 2:
+        raise DataError(f"datalist '{datalist}': the search needs at least 2 training cases (one for the weights, one "
+                        f"for the architecture), got {len(training)}.")
+    ordered = _sorted_items(training)
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    shuffled = [dict(ordered[i]) for i in order]
+    n_weights = (len(shuffled) + 1) // 2
+    parts = {"train_weights": shuffled[:n_weights], "train_arch": shuffled[n_weights:],
+             "validation": lists["validation"]}
+    cache = Path(output_dir).expanduser().absolute()
+    cache.mkdir(parents=True, exist_ok=True)
+    root = Path(datalist).expanduser().resolve().parent
+    logger.info("datalist %s: search split %s", datalist, _sizes(parts, SEARCH_SPLIT_SIZES))
+    intensity = _intensity(cache / "dast_intensity_search.json", root, training, parts["validation"], num_classes)
+    return {**parts, "intensity": intensity}
 
 
 def _cached_folds(root: Path, items: list[dict], cache: Path, num_folds: int, seed: int) -> list[dict]:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import ignite.distributed as idist
 import torch.distributed as dist
 
-from dast_components.data import prepare_search_data
+from dast_components.data import prepare_search_data, prepare_search_datalist
 from dast_components.errors import InputError
 from dast_components.networks.cells import resolve_ops
 from dast_components.utils import check_patch_size
@@ -38,9 +38,11 @@ def prepare_data(
     cache_dir: str | os.PathLike | None = None,
     num_classes: int = 3,
     seed: int = 0,
+    datalist: str | os.PathLike | None = None,
 ) -> dict:
     """
-    :func:`dast_components.data.prepare_search_data`, run by rank 0 first under ``torchrun``.
+    :func:`dast_components.data.prepare_search_data` (or, with ``datalist``,
+    :func:`~dast_components.data.prepare_search_datalist`), run by rank 0 first under ``torchrun``.
 
     The other ranks wait, then read the split and intensity caches rank 0 wrote instead of reading every volume
     again; when rank 0 fails (bad dataset), every rank raises with rank 0's message.
@@ -51,11 +53,15 @@ def prepare_data(
         cache_dir: cache folder (default: ``dataset_dir`` when writable).
         num_classes: label classes including background.
         seed: split seed.
+        datalist: a MONAI datalist JSON (``training`` / ``validation``) used instead of ``dataset_dir``: the
+            training list is halved into the weight and architecture splits; caches go to ``output_dir``.
 
     Returns:
         ``{"train_weights", "train_arch", "validation": [{"image", "label"}], "intensity": {"lower", "upper"}}``.
     """
     def _prepare() -> dict:
+        if datalist is not None:
+            return prepare_search_datalist(datalist, cache_dir or output_dir or ".", num_classes=num_classes, seed=seed)
         return prepare_search_data(dataset_dir, cache_dir=cache_dir, num_classes=num_classes, seed=seed,
                                    output_dir=output_dir)
 

@@ -147,3 +147,16 @@ def test_cli_reports_bad_dataset_at_start(tmp_path) -> None:
     out = proc.stdout + proc.stderr
     assert f"dataset_dir '{tmp_path / 'missing'}' does not exist" in out
     assert "] iter " not in out and not (tmp_path / "bundle" / "models").exists()
+
+
+def test_datalist_instead_of_dataset_dir(tmp_path, dataset) -> None:
+    entries = json.loads((dataset / "dataset.json").read_text())["training"]
+    entries = [{k: str((dataset / e[k]).resolve()) for k in ("image", "label")} for e in entries]
+    datalist = tmp_path / "lists.json"
+    datalist.write_text(json.dumps({"training": entries[:6], "validation": entries[6:]}))
+    root = tmp_path / "bundle"
+    output, _ = _run(root, tmp_path / "no_such_dataset", "--datalist", str(datalist), "--num_iterations", "2",
+                     "--warmup_iterations", "1", "--val_interval", "2")
+    assert "search split train_weights 3 / train_arch 3 / validation 2" in output
+    assert (root / "eval" / "dast_intensity_search.json").is_file()
+    assert load_arch(root / "models" / "arch_code.json").provenance["iteration"] == 2

@@ -88,3 +88,21 @@ def test_fold_split_checks_the_batch_before_reading_headers(kits_dir, tmp_path, 
     monkeypatch.setattr(module, "check_image_label_shapes", no_reading)
     with pytest.raises(DataError, match="fewer than batch_size=5"):
         module.prepare_kits19_data(kits_dir, fold=0, num_folds=5, cache_dir=tmp_path, batch_size=5)
+
+
+def test_search_datalist_halves_training_and_caches_the_window(kits_dir, tmp_path):
+    from dast_components.data import prepare_search_datalist
+
+    entries = _entries(kits_dir)
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps({"training": entries[:-1], "validation": entries[-1:]}))
+    out = prepare_search_datalist(path, tmp_path / "eval", seed=0)
+    weights, arch = out["train_weights"], out["train_arch"]
+    assert len(weights) == (len(entries[:-1]) + 1) // 2 and len(weights) + len(arch) == len(entries) - 1
+    assert sorted(e["image"] for e in weights + arch) == sorted(e["image"] for e in entries[:-1])
+    assert out["validation"] == entries[-1:] and out["intensity"]["lower"] < out["intensity"]["upper"]
+    assert (tmp_path / "eval" / "dast_intensity_search.json").is_file()
+    assert prepare_search_datalist(path, tmp_path / "eval", seed=0) == out  # same split, cached window
+    path.write_text(json.dumps({"training": entries[:1], "validation": entries[-1:]}))
+    with pytest.raises(DataError, match="at least 2 training cases"):
+        prepare_search_datalist(path, tmp_path / "eval")
