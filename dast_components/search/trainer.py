@@ -25,7 +25,8 @@ resumes exactly there, and ``num_iterations`` may be raised when resuming (``Che
 configured ``max_epochs``).
 
 Under ``torchrun`` the weights are trained through ``DistributedDataParallel`` while the architecture logits stay
-out of it (their gradients are averaged by the step, see ``BiLevelStep(sync_arch_grads=...)``).
+out of it (their gradients are averaged by the step, see ``BiLevelStep(sync_arch_grads=...)``). The reasons for
+this layout are in ``docs/design.md``, "Search as a trainer".
 """
 
 from __future__ import annotations
