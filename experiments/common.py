@@ -22,6 +22,7 @@ present is a run done (skipped on the next call). A run stopped midway is resume
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -84,8 +85,6 @@ def search_command(bundle_root: Path, settings: dict[str, Any], configs: Sequenc
 
 def read_csv_rows(path: Path) -> list[dict[str, str]]:
     """Rows of a CSV file as dicts (empty list when the file is missing)."""
-    import csv
-
     if not Path(path).is_file():
         return []
     with open(path, newline="") as f:

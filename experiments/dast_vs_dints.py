@@ -30,6 +30,7 @@ Default data: hard synthetic phantoms (:func:`write_hard_phantoms`) written to `
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import time
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from dast_components.utils import atomic_write_text
 from experiments.common import (
     bundle_command,
     environment,
@@ -220,8 +222,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="[OPTIONAL] retraining seeds")
     parser.add_argument("--search_iterations", type=int, default=24)
     parser.add_argument("--search_warmup", type=int, default=8)
-    parser.add_argument("--num_iterations", type=int, default=200, help="[OPTIONAL] retraining iterations")
-    parser.add_argument("--val_interval", type=int, default=20)
+    parser.add_argument("--num_iterations", type=int, default=2000, help="[OPTIONAL] retraining iterations (2000)")
+    parser.add_argument("--val_interval", type=int, default=100)
     parser.add_argument("--memory_budget_gib", type=float, default=2.0,
                         help="[OPTIONAL] absolute budget at --memory_patch^3, batch 2, for both searches (2.0 GiB:"
                              " binds at channel_mul 0.125, where the untrained decode is ~3.7 GiB)")
@@ -263,8 +265,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if not search_finished(root, args.search_iterations):
                 settings["resume"] = (root / "eval" / "search_checkpoint.pt").is_file()
                 seconds = _run(search_command(root, settings), work / f"log_search_{ops}.txt")
-            import json
-
             arch = json.loads((root / "models" / "arch_code.json").read_text())
             write_json(rec_path, {"ops": ops, "settings": {k: v for k, v in settings.items() if k != "resume"},
                                   "arch": arch, "seconds": seconds})
@@ -292,8 +292,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                  f"tumor_contrast {args.tumor_contrast}", "train_dataset": args.train_dataset_dir or "phantoms (same)"}
     write_json(out / "results.json", {"environment": environment(), "data": data_note, "summary": agg,
                                       "runs": records})
-    from dast_components.utils import atomic_write_text
-
     atomic_write_text(out / "results.md", "# DAST vs DiNTS, retrained\n\n" + format_table(agg) + "\n")
     try:
         plot_curves(records, out / "curves.png")

@@ -36,6 +36,7 @@ from typing import Any
 from dast_components.networks.arch_io import ArchCode, load_arch
 from dast_components.networks.memory import estimate_memory, filter_nums
 from dast_components.search.sweep import cost_by_depth, depth_counts
+from dast_components.utils import atomic_write_text
 from experiments.common import (
     environment,
     load_record,
@@ -325,8 +326,6 @@ def write_outputs(out: Path, memory_patch: int = 160) -> None:
     paths = path_costs(arch, [memory_patch] * 3)
     write_json(out / "results.json", {"environment": environment(), "summary": rows, "cost_by_depth": costs,
                                       "path_costs": paths, "runs": records})
-    from dast_components.utils import atomic_write_text
-
     atomic_write_text(out / "results.md", "# Memory factor lambda vs memory and transformer placement\n\n"
                       + format_table(rows) + "\n")
     atomic_write_text(out / "cost_table.md", f"# Saved-for-backward memory per op at {memory_patch}^3, channel_mul "
