@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,31 @@ def test_onnx_matches_eager_and_is_cached(tmp_path: Path) -> None:
     with torch.no_grad():
         assert float((pred(x) - net(x)).abs().max()) <= DEFAULT_TOLERANCE
     mtime = files[0].stat().st_mtime_ns
+    record = json.loads(files[0].with_suffix(".json").read_text())
+    assert record["onnxruntime"]["max_abs_diff"] <= DEFAULT_TOLERANCE
+    calls = []
+    hook = net.register_forward_hook(lambda *args: calls.append(1))
     onnx_network(net, WINDOW, tmp_path / "cache", threads=1)  # same weights: reused, not re-exported
-    assert files[0].stat().st_mtime_ns == mtime
+    hook.remove()
+    assert files[0].stat().st_mtime_ns == mtime and not calls  # checked when cached: no eager pass again
+
+
+def test_openvino_runtime_matches_eager(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    net = _net(tmp_path)
+    onnx_network(net, WINDOW, tmp_path / "cache", threads=1)
+    # same file, own check; OpenVINO's float32 kernels differ from eager by ~1e-3 of the logits' scale
+    pred = onnx_network(net, WINDOW, tmp_path / "cache", threads=1, runtime="openvino", tolerance=5e-3)
+    assert len(list((tmp_path / "cache").glob("*.onnx"))) == 1
+    record = json.loads(next((tmp_path / "cache").glob("*.json")).read_text())
+    assert set(record) == {"onnxruntime", "openvino"}
+    x = torch.rand(2, 1, *WINDOW)
+    with torch.no_grad():
+        ref = net(x)
+        assert float((pred(x) - ref).abs().max()) <= 5e-3 * max(1.0, float(ref.abs().max()))
+        assert float((pred(x).argmax(1) == ref.argmax(1)).float().mean()) > 0.99
+    with pytest.raises(InputError, match="onnx_runtime must be one of"):
+        onnx_network(net, WINDOW, tmp_path / "cache", runtime="tensorrt")
 
 
 def test_new_weights_reexport(tmp_path: Path) -> None:
