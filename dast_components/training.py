@@ -354,9 +354,10 @@ class AtomicCheckpointSaver(CheckpointSaver):
     as ``"_target_": "dast_components.training.AtomicCheckpointSaver"`` in place of ``CheckpointSaver``.
 
     Two differences in behaviour: ``interval_filename`` gives the interval checkpoint a fixed name (MONAI's names it
-    by epoch), so the interval and the final checkpoint can be one resumable file; and with ``save_final`` an
-    exception saves the final checkpoint only if the run completed an iteration, so a run that fails at start-up
-    (e.g. a resume refused for other settings) never overwrites the checkpoint it failed to resume.
+    by epoch), so the interval and the final checkpoint can be one resumable file; and an exception never saves
+    (MONAI's ``save_final`` saves on ``EXCEPTION_RAISED``): a run that fails, e.g. a refused resume or an
+    interrupted iteration whose step is half done, never overwrites the last complete checkpoint, from which the run
+    resumes.
 
     Args:
         interval_filename: fixed file name of the interval checkpoint (``None``: MONAI's).
@@ -369,7 +370,6 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     def __init__(self, *args: Any, interval_filename: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._ran = False
         for attr in ("_final_checkpoint", "_key_metric_checkpoint", "_interval_checkpoint"):
             checkpoint = getattr(self, attr, None)
             if checkpoint is not None:  # keep the fixed file name MONAI's own saver was given
@@ -378,19 +378,9 @@ class AtomicCheckpointSaver(CheckpointSaver):
                     name = interval_filename
                 checkpoint.save_handler = AtomicDiskSaver(self.save_dir, name)
 
-    def attach(self, engine: Any) -> None:
-        """Register on ``engine`` as ``CheckpointSaver`` does, and note when an iteration has completed."""
-        super().attach(engine)
-        engine.add_event_handler(Events.ITERATION_COMPLETED(once=1), self._first_iteration)
-
-    def _first_iteration(self, engine: Any) -> None:
-        self._ran = True
-
     def exception_raised(self, engine: Any, e: Exception) -> None:
-        """Save the final checkpoint (``CheckpointSaver``'s behaviour) only if this run completed an iteration."""
-        if not self._ran:
-            raise e
-        super().exception_raised(engine, e)
+        """Re-raise without saving: the last complete checkpoint stays the one to resume from."""
+        raise e
 
 
 class WeightRecord:
@@ -471,6 +461,8 @@ class TrainingLog:
         loss_key: key of the loss in the trainer output items. Defaults to ``"loss"``.
         output_keys: ``None``: log the mean of ``loss_key`` as ``train_loss``; else the mean of each of these
             numeric keys of a dict output under its own name (``["*"]``: every numeric key).
+        write_interval: rewrite the file every this many epochs (and when the run completes or stops); the search,
+            whose epoch is one iteration, writes at its checkpoint interval so the file does not grow quadratically.
     """
 
     def __init__(
@@ -481,7 +473,11 @@ class TrainingLog:
         filename: str = "training_log.csv",
         loss_key: str = "loss",
         output_keys: Sequence[str] | None = None,
+        write_interval: int = 1,
     ) -> None:
+        if int(write_interval) < 1:
+            raise InputError(f"write_interval must be >= 1, got {write_interval}.")
+        self.write_interval = int(write_interval)
         self.path = Path(output_dir) / filename
         self.evaluator = evaluator
         self.optimizer = optimizer
@@ -499,6 +495,8 @@ class TrainingLog:
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+        engine.add_event_handler(Events.COMPLETED, self._write)
+        engine.add_event_handler(Events.TERMINATE, self._write)
         if self.evaluator is not None:
             self.evaluator.add_event_handler(Events.COMPLETED, self._validated)
 
@@ -542,12 +540,19 @@ class TrainingLog:
         if self.output_keys is None:
             row["train_loss"] = sum(self._losses) / len(self._losses) if self._losses else float("nan")
         else:
-            row.update({k: sum(v) / len(v) for k, v in self._values.items()})
+            row.update({k: v[0] if len(v) == 1 else sum(v) / len(v) for k, v in self._values.items()})
         if self.optimizer is not None:
             row["learning_rate"] = self.optimizer.param_groups[0]["lr"]
         row.update(self._pending_val)
         self._pending_val = {}
         self.rows.append(row)
+        if engine.state.epoch % self.write_interval == 0:
+            self._write()
+
+    def _write(self, engine: Any = None) -> None:
+        """Rewrite the CSV atomically with every row so far."""
+        if not self.rows:
+            return
         columns: list[str] = []
         for r in self.rows:
             columns += [c for c in r if c not in columns]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dast_components.errors import InputError
 
-__all__ = ["atomic_path", "atomic_write_text", "check_patch_size"]
+__all__ = ["as_bool", "atomic_path", "atomic_write_text", "check_patch_size"]
 
 
 @contextmanager
@@ -88,3 +88,22 @@ def check_patch_size(patch_size: Sequence[int], stride: int, name: str = "patch_
             f"halves the input num_depths + 1 times), e.g. {near}."
         )
     return sizes
+
+
+def as_bool(value: object, name: str = "value") -> bool:
+    """
+    A boolean setting as the bundle CLI passes it: a bool, or a string such as ``true``/``false`` in any case.
+
+    MONAI's CLI (python-fire) turns ``--x False`` into ``False`` but keeps ``--x false`` as the string ``"false"``,
+    which Python reads as true.
+
+    Raises:
+        InputError: naming ``name`` for any other value.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off", ""):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    raise InputError(f"{name} must be true or false, got {value!r}.")

@@ -42,7 +42,7 @@ from dast_components.errors import InputError
 from dast_components.networks.arch_io import save_arch
 from dast_components.search.budget import GIB, budget_to_lambda, cell_elements, cost_table, decode_within_budget
 from dast_components.search.step import arch_parameters
-from dast_components.utils import check_patch_size
+from dast_components.utils import as_bool, check_patch_size
 from dast_components.visualize import draw_architecture
 
 __all__ = ["ARCH_FILE", "ArchitectureExport", "SearchProgress", "resume_from"]
@@ -61,14 +61,12 @@ def resume_from(path: str | os.PathLike, resume: bool) -> bool:
     Logs what happens: a missing checkpoint with ``resume`` true starts from iteration 0 (warning); an existing one
     with ``resume`` false is overwritten by the new search (info).
 
-    Raises:
-        InputError: ``resume`` is true and ``path`` is a checkpoint of dast_search 0.2.x (another layout).
+    ``resume`` may be a bool or the strings the bundle CLI passes (``true``/``false``, any case). Whether the
+    checkpoint belongs to this search is checked by :class:`ArchitectureExport` (its ``resume_checkpoint``) before
+    the run starts.
     """
+    resume = as_bool(resume, "resume")
     exists = Path(path).is_file()
-    if resume and exists and "search" not in torch.load(path, map_location="cpu", weights_only=True):
-        raise InputError(f"cannot resume from {path}: it was written by dast_search 0.2.x (no 'search' entry); "
-                         "checkpoints of the hand-written search loop do not resume in 0.3.0. Start a new search "
-                         "with --resume false (or another --output_dir).")
     if resume and not exists:
         logger.warning("resume requested but %s does not exist; starting from iteration 0", path)
     elif exists and not resume and idist.get_rank() == 0:
@@ -119,8 +117,13 @@ class ArchitectureExport:
         patch_size: the search patch (recorded).
         num_classes: classes including background.
         seed: recorded in the provenance.
-        key_metric: the evaluator metric recorded as ``val_dice``.
+        key_metric: the evaluator's Dice metric (``MeanDice`` with ``save_details``): its per-volume, per-class
+            values give ``val_dice_1`` ... (each class averaged over the volumes that contain it) and ``val_dice``
+            (their mean over the classes present), as the search has always reported them.
         draw: also draw ``arch_code.png`` at the end (needs matplotlib; skipped with a warning otherwise).
+        resume_checkpoint: the checkpoint the run will resume from (``None``: a new search). It is checked when the
+            handler is attached, before the run: a checkpoint of another search or of dast_search 0.2.x stops the
+            bundle with one line listing why.
     """
 
     def __init__(
@@ -137,6 +140,7 @@ class ArchitectureExport:
         seed: int | None = None,
         key_metric: str = "val_dice",
         draw: bool = True,
+        resume_checkpoint: str | os.PathLike | None = None,
     ) -> None:
         if memory_budget_gib is not None and float(memory_budget_gib) <= 0:
             raise InputError(f"memory_budget_gib must be a positive number of GiB or null, got {memory_budget_gib}.")
@@ -156,6 +160,8 @@ class ArchitectureExport:
         self.seed = seed
         self.key_metric = key_metric
         self.draw = bool(draw)
+        self.resume_checkpoint = None if resume_checkpoint is None else Path(resume_checkpoint)
+        self.budget_lambda: float | None = None
         self.best = {"val_dice": -1.0, "iteration": 0}
         self.summary: dict[str, Any] = {}
         self.trainer: Any = None
@@ -177,6 +183,17 @@ class ArchitectureExport:
         self.settings = self.description()
         self.config_hash = hashlib.sha256(json.dumps(self.settings, sort_keys=True, default=str).encode()).hexdigest()[
             :16]
+        if self.memory_budget_gib is not None:  # an impossible budget stops the bundle here, not inside the run
+            self.budget_lambda = budget_to_lambda(self.space, self.memory_budget_gib, self.train_patch_size,
+                                                  self.train_batch_size, self.arch_channel_mul,
+                                                  num_classes=self.num_classes)
+        if self.resume_checkpoint is not None and self.resume_checkpoint.is_file():
+            state = torch.load(self.resume_checkpoint, map_location="cpu", weights_only=True)
+            if not isinstance(state.get("search"), Mapping):
+                raise InputError(f"cannot resume from {self.resume_checkpoint}: it was written by dast_search 0.2.x "
+                                 "(no 'search' entry), whose checkpoints do not resume in 0.3.0. Start a new search "
+                                 "with --resume false (or another --output_dir).")
+            self._check_resumable(state["search"], str(self.resume_checkpoint), announce=False)
         engine.add_event_handler(Events.STARTED, self._started)
         if self.evaluator is not None:
             self.evaluator.add_event_handler(Events.COMPLETED, self._validated)
@@ -213,9 +230,8 @@ class ArchitectureExport:
 
     def _started(self, engine: Engine) -> None:
         start = engine.state.iteration
-        if self.memory_budget_gib is not None and start == 0:
-            lam = budget_to_lambda(self.space, self.memory_budget_gib, self.train_patch_size, self.train_batch_size,
-                                   self.arch_channel_mul, num_classes=self.num_classes)
+        if self.budget_lambda is not None and start == 0:
+            lam = self.budget_lambda
             self.memory_loss.memory_lambda = lam
             self._info("memory budget %.2f GiB at patch %s, batch %d -> memory lambda %.3f",
                        self.memory_budget_gib, self.train_patch_size, self.train_batch_size, lam)
@@ -242,12 +258,21 @@ class ArchitectureExport:
 
     # -------------------------------------------------------------------------------------------------- export
     def _validated(self, evaluator: Engine) -> None:
-        metrics = {}
-        for key, value in evaluator.state.metrics.items():
-            if isinstance(value, torch.Tensor) and value.numel() > 1:  # per-class values: key_1, key_2, ...
-                metrics.update({f"{self.key_metric}_{c + 1}": float(v) for c, v in enumerate(value.flatten())})
-            elif isinstance(value, (int, float, torch.Tensor)):
-                metrics[key] = float(value)
+        details = getattr(evaluator.state, "metric_details", {}).get(self.key_metric)
+        metrics: dict[str, float] = {}
+        if isinstance(details, torch.Tensor) and details.ndim == 2:  # (volumes, classes), NaN: class absent
+            values = details.double()
+            present = ~torch.isnan(values)
+            counts = present.sum(0)
+            per_class = torch.where(counts > 0, torch.where(present, values, 0.0).sum(0) / counts.clamp_min(1),
+                                    torch.full_like(counts, float("nan"), dtype=values.dtype))
+            metrics.update({f"{self.key_metric}_{c + 1}": float(v) for c, v in enumerate(per_class)})
+            found = per_class[~torch.isnan(per_class)]
+            metrics[self.key_metric] = float(found.mean()) if found.numel() else float("nan")
+        else:
+            value = evaluator.state.metrics.get(self.key_metric)
+            if value is not None:
+                metrics[self.key_metric] = float(value)
         val = metrics.get(self.key_metric)
         done = self.trainer.state.iteration
         if val is not None and math.isfinite(val) and val > self.best["val_dice"]:
@@ -400,6 +425,29 @@ class ArchitectureExport:
             "config_hash": self.config_hash,
         }
 
+    def _check_resumable(self, state: Mapping[str, Any], source: str = "the checkpoint", announce: bool = True) -> None:
+        """Raise :class:`InputError` listing why ``state`` (a checkpoint's ``search`` entry) is not this search."""
+        theirs, mine = state.get("structure", {}), self.structure()
+        diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+        if diff:
+            detail = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())
+            raise InputError(f"cannot resume from {source}: its search space differs ({detail}). Use another "
+                             "output_dir or set resume to false to start over.")
+        old, new = _flatten(state.get("settings", {})), _flatten(self.settings)
+        changed = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                   if k not in _RESUMABLE_CHANGES and old.get(k) != new.get(k)]
+        if changed:
+            raise InputError(f"cannot resume from {source}: settings differ from the checkpoint's (checkpoint -> now): "
+                             + "; ".join(changed) + ". Resume with the settings the search was started with, or "
+                             "start a new search with --resume false (or another --output_dir).")
+        iteration = int(dict(state.get("trainer", {})).get("iteration", 0))
+        if iteration > self.trainer.num_iterations:
+            raise InputError(f"cannot resume from {source}: it is at iteration {iteration}, beyond "
+                             f"num_iterations={self.trainer.num_iterations}; raise num_iterations to continue it.")
+        if announce and old.get("num_iterations") != new.get("num_iterations"):
+            self._info("resuming with num_iterations %s -> %s (the learning-rate milestones stay the checkpoint's)",
+                       old.get("num_iterations"), new.get("num_iterations"))
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """
         Check that the checkpoint is of the same search, then restore the trainer's counters, lambda and best Dice.
@@ -407,27 +455,8 @@ class ArchitectureExport:
         Raises:
             InputError: listing every setting that differs (only ``num_iterations`` may change, to extend a search).
         """
-        theirs, mine = state.get("structure", {}), self.structure()
-        diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
-        if diff:
-            detail = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())
-            raise InputError(f"cannot resume: the checkpoint's search space differs ({detail}). Use another "
-                             "output_dir or set resume to false to start over.")
-        old, new = _flatten(state.get("settings", {})), _flatten(self.settings)
-        if old.get("num_iterations") != new.get("num_iterations"):
-            self._info("resuming with num_iterations %s -> %s (the learning-rate milestones stay the checkpoint's)",
-                       old.get("num_iterations"), new.get("num_iterations"))
-        changed = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-                   if k not in _RESUMABLE_CHANGES and old.get(k) != new.get(k)]
-        if changed:
-            raise InputError("cannot resume: settings differ from the checkpoint's (checkpoint -> now): "
-                             + "; ".join(changed) + ". Resume with the settings the search was started with, or "
-                             "start a new search with --resume false (or another --output_dir).")
-        trainer_state = dict(state["trainer"])
-        if int(trainer_state.get("iteration", 0)) > self.trainer.num_iterations:
-            raise InputError(f"cannot resume: the checkpoint is at iteration {trainer_state['iteration']}, beyond "
-                             f"num_iterations={self.trainer.num_iterations}; raise num_iterations to continue it.")
-        self.trainer.load_state_dict(trainer_state)
+        self._check_resumable(state)
+        self.trainer.load_state_dict(dict(state["trainer"]))
         if self.memory_loss is not None and state.get("memory_lambda") is not None:
             self.memory_loss.memory_lambda = float(state["memory_lambda"])
         self.best = {"val_dice": float(state.get("best_val_dice", -1.0)),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import ignite.distributed as idist
 import torch.distributed as dist
@@ -68,11 +69,20 @@ def prepare_data(
     rank, world = idist.get_rank(), idist.get_world_size()
     if world == 1:
         return _prepare()
+    result = _prepare_rank0_first(_prepare, rank)
+    if len(result["validation"]) < world:
+        raise InputError(f"{len(result['validation'])} validation case(s) for {world} processes: every process needs "
+                         "at least one (the validation is distributed); use fewer processes or more validation cases.")
+    return result
+
+
+def _prepare_rank0_first(prepare: Any, rank: int) -> dict:
+    """Run ``prepare`` on rank 0, then (reusing its caches) on the others; rank 0's failure stops every rank."""
     result: dict | None = None
     failure: list[str | None] = [None]
     if rank == 0:
         try:
-            result = _prepare()
+            result = prepare()
         except Exception as err:  # noqa: BLE001  re-raised below after telling the other ranks
             failure[0] = f"{type(err).__name__}: {err}"
             dist.broadcast_object_list(failure, src=0)
@@ -80,7 +90,7 @@ def prepare_data(
     dist.broadcast_object_list(failure, src=0)
     if failure[0] is not None:
         raise InputError(f"rank 0 could not prepare the search data: {failure[0]}")
-    return result if result is not None else _prepare()
+    return result if result is not None else prepare()
 
 
 def check_search_settings(

@@ -32,6 +32,7 @@ this layout are in ``docs/design.md``, "Search as a trainer".
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -43,6 +44,7 @@ from torch import nn
 
 from dast_components.errors import InputError
 from dast_components.search.step import BiLevelStep, arch_parameters, ramp_factor
+from dast_components.utils import as_bool
 
 __all__ = ["DASTSearchTrainer", "cycle"]
 
@@ -85,8 +87,8 @@ class DASTSearchTrainer(Trainer):
     takes an architecture step on a batch of ``arch_data_loader``, whose regularisers are weighted by
     :func:`~dast_components.search.step.ramp_factor`. ``engine.state.output`` is a dict of floats: ``loss`` and,
     after the warm-up, ``arch_loss``, ``arch_total``, ``entropy_a``, ``entropy_c``, ``topology``, ``memory``,
-    ``ramp``; with a memory loss also ``memory_ratio`` and ``memory_lambda`` (handlers add validation and export
-    values to it).
+    ``ramp``; with a memory loss also ``memory_ratio`` and ``memory_lambda``; ``lr`` (of the weight step) and
+    ``seconds`` (of the step). Handlers add validation and export values to it.
 
     Args:
         device: the network's device.
@@ -144,13 +146,17 @@ class DASTSearchTrainer(Trainer):
         if getattr(getattr(network, "dints_space", None), "decode_arch", None) is None:
             raise TypeError("network must be a DiNTS built on a dast_components.networks.DASTSearchSpace.")
         device = torch.device(device)
+        for name, loader in (("train_data_loader", train_data_loader), ("arch_data_loader", arch_data_loader)):
+            if hasattr(loader, "__len__") and len(loader) == 0:
+                raise InputError(f"the search's {name} yields no batch: its datalist is empty or smaller than one "
+                                 "batch.")
         self.network = network
         self.num_iterations = num_iterations
         self.warmup_iterations = warmup
         self.memory_loss = memory_loss
         self.arch_data_loader = arch_data_loader
         self.train_data_loader = train_data_loader
-        self.search_amp = bool(amp) and device.type == "cuda"
+        self.search_amp = as_bool(amp, "amp") and device.type == "cuda"
         if amp and not self.search_amp:
             logger.info("amp is used on CUDA only; searching in float32 on %s.", device)
         self.loss_weights = {"entropy_weight": float(entropy_weight), "topology_weight": float(topology_weight),
@@ -187,6 +193,8 @@ class DASTSearchTrainer(Trainer):
     def _iteration(self, engine: Engine, batchdata: Mapping[str, Any]) -> dict[str, float]:
         """One bi-level step; ``engine.state.iteration`` counts from 1."""
         it = engine.state.iteration - 1
+        tic = time.perf_counter()
+        lr = float(self.step_fn.optimizer.param_groups[0]["lr"])  # the rate this iteration's weight step uses
         arch_batch = None
         if it >= self.warmup_iterations:
             if self._arch_batches is None:
@@ -199,6 +207,7 @@ class DASTSearchTrainer(Trainer):
                 with torch.no_grad():
                     out["memory_ratio"] = float(self.memory_loss.ratio())
             out["memory_lambda"] = float(self.memory_loss.memory_lambda)
+        out.update({"lr": lr, "seconds": round(time.perf_counter() - tic, 4)})
         return out
 
     def _release(self, engine: Engine) -> None:

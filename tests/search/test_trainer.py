@@ -74,6 +74,13 @@ def _metrics(tmp_path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _root_cause(err: BaseException) -> BaseException:
+    """The error a config component raised (MONAI wraps it in "Failed to instantiate component")."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
 def test_run_exports_architecture_checkpoint_and_metrics(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="dast_components.search.handlers")
     summary = _run(_parser(tmp_path))
@@ -94,7 +101,7 @@ def test_run_exports_architecture_checkpoint_and_metrics(tmp_path, caplog):
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
     assert [bool(r["arch_loss"]) for r in rows] == [False, False, True, True]  # warm-up, then search
     assert rows[0]["val_dice"] == "" and rows[1]["val_dice"] != "" and rows[3]["est_memory_gib"] != ""
-    assert rows[1]["val_dice_1"] != "" and rows[0]["memory_ratio"] != "" and float(rows[0]["learning_rate"]) == 0.05
+    assert rows[1]["val_dice_1"] != "" and rows[0]["memory_ratio"] != "" and float(rows[0]["lr"]) == 0.05 and rows[0]["seconds"]
     lines = [r.getMessage() for r in caplog.records if "iter" in r.getMessage() and "ETA" in r.getMessage()]
     assert len(lines) == 4 and "memory ratio" in lines[-1] and "4/4" in lines[-1] and "val dice" in lines[-1]
     assert "[warmup] iter 1/4" in lines[0] and "[search]" in lines[2]
@@ -129,9 +136,43 @@ def test_resume_continues_from_checkpoint(tmp_path, caplog):
 def test_resume_rejects_another_search_space_and_keeps_the_checkpoint(tmp_path):
     _run(_parser(tmp_path, num_iterations=2, warmup=1, val_interval=2))
     before = (tmp_path / "eval" / "search_checkpoint.pt").read_bytes()
-    with pytest.raises(ValueError, match="num_blocks: checkpoint 2 vs config 3"):
+    with pytest.raises(RuntimeError) as info:  # refused while the trainer is built, before anything runs
         _run(_parser(tmp_path, num_iterations=4, warmup=1, val_interval=2, resume=True, num_blocks=3))
+    assert "num_blocks: checkpoint 2 vs config 3" in str(_root_cause(info.value))
     assert (tmp_path / "eval" / "search_checkpoint.pt").read_bytes() == before
+
+
+def test_resume_refuses_a_checkpoint_of_the_old_loop_before_running(tmp_path):
+    (tmp_path / "eval").mkdir()
+    torch.save({"iteration": 2, "network": {}}, tmp_path / "eval" / "search_checkpoint.pt")  # dast_search 0.2.x
+    with pytest.raises(RuntimeError) as info:  # raised while the trainer is built, before anything runs
+        _parser(tmp_path, resume=True).get_parsed_content("search#trainer")
+    assert "written by dast_search 0.2.x" in str(_root_cause(info.value))
+
+
+def test_interrupt_keeps_the_last_complete_checkpoint(tmp_path):
+    _run(_parser(tmp_path, num_iterations=2, warmup=1, val_interval=2))
+    before = (tmp_path / "eval" / "search_checkpoint.pt").read_bytes()
+    parser = _parser(tmp_path, num_iterations=6, warmup=1, val_interval=2, resume="true")  # the CLI's string
+    trainer = parser.get_parsed_content("search#trainer")
+
+    def stop(engine):
+        if engine.state.iteration == 3:
+            raise KeyboardInterrupt
+
+    trainer.add_event_handler(Events.ITERATION_STARTED, stop)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert (tmp_path / "eval" / "search_checkpoint.pt").read_bytes() == before  # iteration 2, complete
+    assert [int(r["iteration"]) for r in _metrics(tmp_path)] == [1, 2]
+    assert _run(_parser(tmp_path, num_iterations=6, warmup=1, val_interval=2, resume="True"))["iteration"] == 6
+
+
+def test_resume_false_string_starts_a_new_search(tmp_path, caplog):
+    _run(_parser(tmp_path, num_iterations=2, warmup=1, val_interval=2))
+    caplog.set_level(logging.INFO)
+    assert _run(_parser(tmp_path, num_iterations=2, warmup=1, val_interval=2, resume="false"))["iteration"] == 2
+    assert any("starting a new search" in r.getMessage() for r in caplog.records)
 
 
 def test_resume_without_checkpoint_starts_over(tmp_path, caplog):
@@ -154,16 +195,10 @@ def test_budget_keeps_every_export_within(tmp_path):
 
 
 def test_impossible_budget_fails_at_start(tmp_path):
-    with pytest.raises(ValueError, match="alone need"):
+    with pytest.raises(RuntimeError) as info:
         _run(_parser(tmp_path, memory_budget_gib=1e-6))
+    assert "alone need" in str(_root_cause(info.value))
     assert not (tmp_path / "eval" / "search_checkpoint.pt").exists()
-
-
-def _root_cause(err: BaseException) -> BaseException:
-    """The error a config component raised (MONAI wraps it in "Failed to instantiate component")."""
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return err
 
 
 def test_bad_settings_fail_early(tmp_path):
