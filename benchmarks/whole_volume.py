@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -56,11 +55,11 @@ import numpy as np
 import torch
 
 from benchmarks.common import environment, markdown_table, resolve_device, write_results
-from benchmarks.inference import build_model, dast_arch
+from benchmarks.inference import build_model, dast_arch, num_windows
 from dast_components.data.synthetic import write_dataset
 from dast_components.networks import DASTNet
 
-__all__ = ["SETTINGS", "main", "num_windows"]
+__all__ = ["SETTINGS", "main", "resampled_size"]
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundles" / "dast_kits19_seg" / "configs"
@@ -69,14 +68,9 @@ SETTINGS = ("shipped", "fast")
 WINDOW = [-79.0, 304.0]
 
 
-def num_windows(shape_mm: Sequence[float], pixdim: Sequence[float], roi: Sequence[int], overlap: float) -> int:
-    """Sliding windows over a volume of physical size ``shape_mm`` resampled to ``pixdim`` (MONAI's scan order)."""
-    total = 1
-    for extent, pd, r in zip(shape_mm, pixdim, roi):
-        size = max(int(round(extent / pd)), r)
-        step = max(1, int(r * (1 - overlap)))
-        total *= math.ceil((size - r) / step) + 1 if size > r else 1
-    return total
+def resampled_size(shape: Sequence[int], spacing: Sequence[float], pixdim: Sequence[float]) -> list[int]:
+    """Voxels of a ``shape`` volume at ``spacing`` mm after resampling to ``pixdim`` mm (what the windows cover)."""
+    return [int(round(n * s / p)) for n, s, p in zip(shape, spacing, pixdim)]
 
 
 def _bundle_root(tmp: Path, model: str, patch: int) -> tuple[Path, list[str]]:
@@ -179,8 +173,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     result["first_use_on_tiny_case_s"] = first_use
                 masks[setting] = _mask(out)
                 result.update({"model": model, "setting": setting, "runtime": info["runtime"],
-                               "overlap": info["overlap"], "windows": num_windows(extent, pixdim, patch,
-                                                                                  info["overlap"])})
+                               "overlap": info["overlap"],
+                               "windows": num_windows(resampled_size(args.shape, args.spacing, pixdim), patch,
+                                                      info["overlap"])})
                 if setting == "fast" and "shipped" in masks:
                     result["label_agreement_with_shipped"] = round(float((masks["fast"] == masks["shipped"]).mean()),
                                                                    5)
