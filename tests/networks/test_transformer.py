@@ -258,9 +258,10 @@ def test_largest_divisor(channels, num_heads, expected):
 
 @pytest.mark.parametrize(
     "channels, num_heads, expected",
-    [(8, 8, 1), (32, 8, 2), (48, 8, 3), (64, 8, 4), (96, 8, 6), (128, 8, 8), (512, 8, 8), (256, 4, 4), (40, 8, 2)],
+    [(8, 8, 1), (32, 8, 1), (48, 8, 1), (64, 8, 2), (96, 8, 3), (128, 8, 4), (256, 8, 8), (512, 8, 8), (256, 4, 4),
+     (40, 8, 1), (192, 8, 6)],
 )
-def test_heads_keep_at_least_16_channels(channels, num_heads, expected):
+def test_heads_keep_at_least_32_channels(channels, num_heads, expected):
     assert attention_heads(channels, num_heads) == expected
     op = TransformerOp3D(channels, grid=2, num_heads=num_heads)
     assert op.num_heads == expected
