@@ -19,7 +19,7 @@ architecture logits on a batch of the architecture split (Adam):
 where ``H`` are the mean entropies of the child-model and op probabilities (they push both towards one-hot so the
 decoded architecture matches what was trained), ``L_topology`` is MONAI's topology entropy (a node used by one block
 should feed the next), the last term is :class:`~dast_components.losses.MemoryBudgetLoss`, and ``r`` ramps linearly
-from 0 at the end of the warm-up to 1 at the last iteration (:func:`ramp_factor`). The tutorial and the Model Zoo
+from 0 at the end of the warm-up to 1 at the last iteration, or earlier (:func:`ramp_factor`). The tutorial and the Model Zoo
 DiNTS search weight these terms 1 / 0.001 / 1, the defaults here; the Model Zoo script ramps all three terms in its
 AMP branch but only the entropies in its float32 branch. Here all three are ramped, in every precision.
 
@@ -81,19 +81,24 @@ def weight_parameters(network: nn.Module) -> list[nn.Parameter]:
     return [p for p in network.parameters() if id(p) not in arch_ids]
 
 
-def ramp_factor(iteration: int, warmup_iterations: int, num_iterations: int) -> float:
+def ramp_factor(
+    iteration: int, warmup_iterations: int, num_iterations: int, ramp_iterations: int | None = None
+) -> float:
     """
-    Weight of the architecture regularisers: 0 until the warm-up ends, then linear up to 1 at the last iteration.
+    Weight of the architecture regularisers: 0 until the warm-up ends, then linear up to 1, reached at the last
+    iteration (DiNTS) or, with ``ramp_iterations``, that many iterations after the warm-up and held from there on.
 
     Args:
         iteration: the current iteration, counted from 0.
         warmup_iterations: iterations of weight-only training.
         num_iterations: total iterations.
+        ramp_iterations: iterations from the end of the warm-up to full weight; ``None``: up to the last iteration.
+            A ramp that ends early leaves iterations at full weight, in which the decoded architecture can settle.
 
     Returns:
         a float in ``[0, 1]``.
     """
-    span = num_iterations - 1 - warmup_iterations
+    span = num_iterations - 1 - warmup_iterations if ramp_iterations is None else int(ramp_iterations)
     if iteration < warmup_iterations:
         return 0.0
     if span <= 0:
@@ -241,6 +246,9 @@ class BiLevelStep:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        # the weight gradients are spent: freeing them keeps the architecture step's peak memory one copy of the
+        # weights lower (the architecture step never reads them)
+        self.optimizer.zero_grad(set_to_none=True)
         return {"loss": float(loss.detach())}
 
     def regularisers(self) -> dict[str, torch.Tensor]:
