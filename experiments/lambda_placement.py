@@ -19,9 +19,9 @@ to ``--out``; resumable (see :mod:`experiments.common`).
 
 Command line (CPU defaults; the GPU recipe is in ``experiments/README.md``)::
 
-    python -m experiments.lambda_placement --out experiments/results/lambda_placement_64it \\
-        [--dataset_dir DIR] [--lambdas 0.2 0.5 0.8] [--seeds 0 1 2] [--num_iterations 64] [--warmup_iterations 8] \\
-        [--val_interval 8] [--channel_mul 0.125] [--patch 32] [--device cpu]
+    python -m experiments.lambda_placement --out experiments/results/lambda_placement_80it \\
+        [--dataset_dir DIR] [--lambdas 0.2 0.5 0.8] [--seeds 0 1 2] [--num_iterations 80] [--warmup_iterations 8] \\
+        [--ramp_iterations 32] [--val_interval 8] [--channel_mul 0.125] [--patch 32] [--device cpu]
 """
 
 from __future__ import annotations
@@ -241,7 +241,8 @@ def _settings(args: argparse.Namespace, data: Path, root: Path, lam: float, seed
         "dataset_dir": str(data), "cache_dir": str(root / "cache"), "num_blocks": 12, "num_depths": 4, "grid": 8,
         "channel_mul": args.channel_mul, "arch_channel_mul": args.channel_mul, "patch_size": patch,
         "train_patch_size": [args.memory_patch] * 3, "num_iterations": args.num_iterations,
-        "warmup_iterations": args.warmup_iterations, "val_interval": args.val_interval, "device": args.device,
+        "warmup_iterations": args.warmup_iterations, "ramp_iterations": args.ramp_iterations or None,
+        "val_interval": args.val_interval, "device": args.device,
         "amp": args.device != "cpu", "tensorboard": False, "memory_lambda": lam, "seed": seed, "ops": "dast",
         "resume": resume,
     }
@@ -250,15 +251,18 @@ def _settings(args: argparse.Namespace, data: Path, root: Path, lam: float, seed
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Command line entry point; returns the aggregated rows."""
     parser = argparse.ArgumentParser(prog="python -m experiments.lambda_placement", description=__doc__.split("\n")[1])
-    parser.add_argument("--out", default="experiments/results/lambda_placement_64it",
+    parser.add_argument("--out", default="experiments/results/lambda_placement_80it",
                         help="[OPTIONAL] results folder")
     parser.add_argument("--dataset_dir", default=None,
                         help="[OPTIONAL] MSD-layout dataset (default: 8 synthetic phantoms written to OUT/work/data)")
     parser.add_argument("--work", default=None, help="[OPTIONAL] bundle roots of the runs (default OUT/work)")
     parser.add_argument("--lambdas", nargs="+", type=float, default=[0.2, 0.5, 0.8])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--num_iterations", type=int, default=64)
+    parser.add_argument("--num_iterations", type=int, default=80)
     parser.add_argument("--warmup_iterations", type=int, default=8)
+    parser.add_argument("--ramp_iterations", type=int, default=32,
+                        help="[OPTIONAL] iterations after the warm-up until the regularisers reach full weight (32); "
+                             "the iterations after that let the decode settle. 0: ramp to the last iteration")
     parser.add_argument("--val_interval", type=int, default=8)
     parser.add_argument("--channel_mul", type=float, default=0.125)
     parser.add_argument("--patch", type=int, default=32, help="[OPTIONAL] search patch edge (32)")

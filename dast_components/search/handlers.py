@@ -222,6 +222,8 @@ class ArchitectureExport:
             "memory_budget_gib": self.memory_budget_gib, **t.loss_weights,
             "optimizer": _groups(t.step_fn.optimizer), "arch_optimizer": _groups(t.step_fn.arch_optimizer),
             "num_classes": self.num_classes, "seed": self.seed,
+            # only when set, so that searches without it keep their config_hash
+            **({"ramp_iterations": t.ramp_iterations} if getattr(t, "ramp_iterations", None) is not None else {}),
         }
 
     def _info(self, msg: str, *args: Any) -> None:

@@ -101,6 +101,8 @@ class DASTSearchTrainer(Trainer):
         arch_optimizer: optimiser over :func:`~dast_components.search.arch_parameters` (Adam).
         warmup_iterations: weight-only iterations first, in ``[0, num_iterations)``; ``None``: half (DiNTS).
         memory_loss: :class:`~dast_components.losses.MemoryBudgetLoss` (``None``: no memory term).
+        ramp_iterations: iterations from the end of the warm-up until the regularisers reach full weight, >= 1;
+            ``None``: the ramp ends at the last iteration (DiNTS).
         entropy_weight: weight of the two entropy terms.
         topology_weight: weight of the topology entropy.
         memory_weight: weight of the memory term.
@@ -128,6 +130,7 @@ class DASTSearchTrainer(Trainer):
         arch_optimizer: torch.optim.Optimizer,
         warmup_iterations: int | None = None,
         memory_loss: Any = None,
+        ramp_iterations: int | None = None,
         entropy_weight: float = 1.0,
         topology_weight: float = 0.001,
         memory_weight: float = 1.0,
@@ -143,6 +146,9 @@ class DASTSearchTrainer(Trainer):
         if not 0 <= warmup < num_iterations:
             raise InputError(f"warmup_iterations must be in [0, num_iterations={num_iterations}), got {warmup}: "
                              "the search needs at least one architecture step.")
+        if ramp_iterations is not None and int(ramp_iterations) < 1:
+            raise InputError(f"ramp_iterations must be >= 1 or null (ramp up to the last iteration), got "
+                             f"{ramp_iterations}.")
         if getattr(getattr(network, "dints_space", None), "decode_arch", None) is None:
             raise TypeError("network must be a DiNTS built on a dast_components.networks.DASTSearchSpace.")
         device = torch.device(device)
@@ -153,6 +159,7 @@ class DASTSearchTrainer(Trainer):
         self.network = network
         self.num_iterations = num_iterations
         self.warmup_iterations = warmup
+        self.ramp_iterations = None if ramp_iterations is None else int(ramp_iterations)
         self.memory_loss = memory_loss
         self.arch_data_loader = arch_data_loader
         self.train_data_loader = train_data_loader
@@ -200,7 +207,7 @@ class DASTSearchTrainer(Trainer):
             if self._arch_batches is None:
                 self._arch_batches = cycle(self.arch_data_loader)
             arch_batch = next(self._arch_batches)
-        ramp = ramp_factor(it, self.warmup_iterations, self.num_iterations)
+        ramp = ramp_factor(it, self.warmup_iterations, self.num_iterations, self.ramp_iterations)
         out = self.step_fn.step(batchdata, arch_batch, ramp=ramp)
         if self.memory_loss is not None:
             if "memory_ratio" not in out and hasattr(self.memory_loss, "ratio"):

@@ -136,6 +136,11 @@ def test_ramp_factor():
     assert ramp_factor(9, 4, 10) == 1.0
     assert ramp_factor(6, 4, 10) == pytest.approx(0.4)
     assert ramp_factor(0, 0, 1) == 1.0
+    # a ramp that ends early holds full weight for the rest of the search
+    assert ramp_factor(6, 4, 20, ramp_iterations=4) == pytest.approx(0.5)
+    assert ramp_factor(8, 4, 20, ramp_iterations=4) == 1.0
+    assert ramp_factor(19, 4, 20, ramp_iterations=4) == 1.0
+    assert ramp_factor(3, 4, 20, ramp_iterations=4) == 0.0
 
 
 def test_entropy_terms_extremes():

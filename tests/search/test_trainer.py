@@ -224,3 +224,19 @@ def test_prepare_data_single_process(tmp_path):
     assert data["intensity"]["lower"] < data["intensity"]["upper"]
     with pytest.raises(DataError):
         prepare_data(tmp_path / "missing")
+
+
+def test_ramp_iterations_hold_full_weight(tmp_path):
+    parser = _parser(tmp_path, num_iterations=6, warmup=2, val_interval=6)
+    parser["ramp_iterations"] = 2
+    trainer = parser.get_parsed_content("search#trainer")
+    ramps = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: ramps.append(e.state.output.get("ramp")))
+    trainer.run()
+    assert ramps == [None, None, 0.0, 0.5, 1.0, 1.0]
+    assert parser.get_parsed_content("search#export").description()["ramp_iterations"] == 2
+    with pytest.raises(RuntimeError) as info:
+        bad = _parser(tmp_path / "bad")
+        bad["ramp_iterations"] = 0
+        bad.get_parsed_content("search#trainer")
+    assert "ramp_iterations must be >= 1" in str(_root_cause(info.value))
