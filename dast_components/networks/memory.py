@@ -96,8 +96,9 @@ def estimate_memory(
     if len(patch_size) != 3:
         raise ValueError(f"patch_size must have 3 values (H, W, D), got {patch_size}.")
     channels = filter_nums(arch.channel_mul, arch.num_depths)
-    table = path_cost_table(
-        channels, patch_size, arch.num_depths, arch.ops, arch.use_downsample, arch.transformer_kwargs()
+    table = path_cost_table(  # at this batch: a transformer keeps a few tensors once per batch
+        channels, patch_size, arch.num_depths, arch.ops, arch.use_downsample,
+        dict(arch.transformer_kwargs(), batch_size=int(batch_size)),
     )
     cells = 0.0
     for blk in range(arch.num_blocks):

@@ -74,9 +74,12 @@ def export_arch(space: Any, channel_mul: float | None = None) -> ArchCode:
     return arch
 
 
-def cost_table(space: Any, patch_size: Sequence[int], channel_mul: float | None = None) -> torch.Tensor:
+def cost_table(
+    space: Any, patch_size: Sequence[int], channel_mul: float | None = None, batch_size: int = 1
+) -> torch.Tensor:
     """
-    Saved elements per batch item of every (path, op) choice of one block at ``patch_size`` and the export width.
+    Saved elements per batch item of every (path, op) choice of one block at ``patch_size`` and the export width,
+    at ``batch_size`` (a transformer keeps a few tensors once per batch; 1 gives the upper bound).
 
     Returns:
         float64 tensor ``(paths, ops)`` on the CPU.
@@ -85,7 +88,8 @@ def cost_table(space: Any, patch_size: Sequence[int], channel_mul: float | None 
     settings = space.transformer_settings
     return path_cost_table(
         filter_nums(mul, space.num_depths), patch_size, space.num_depths, space.op_names, space.use_downsample,
-        {"grid": settings["grid"], "num_layers": settings["num_layers"], "mlp_ratio": settings["mlp_ratio"]},
+        {"grid": settings["grid"], "num_layers": settings["num_layers"], "mlp_ratio": settings["mlp_ratio"],
+         "batch_size": int(batch_size)},
     )
 
 
@@ -129,7 +133,7 @@ def budget_to_lambda(
     """
     if budget_gib is None or float(budget_gib) <= 0:
         raise ValueError(f"memory_budget_gib must be a positive number of GiB, got {budget_gib}.")
-    table = cost_table(space, patch_size, channel_mul)
+    table = cost_table(space, patch_size, channel_mul, batch_size)
     full = float(table.amax(-1).sum()) * space.num_blocks
     arch = export_arch(space, channel_mul)
     total = estimate_memory(arch, patch_size, batch_size, in_channels, num_classes)
@@ -180,7 +184,7 @@ def decode_within_budget(
         est = estimate_memory(arch, patch_size, batch_size, in_channels, num_classes)
         return BudgetDecode(arch, est, 0.0, est)
     budget = float(budget_gib) * GIB
-    table = cost_table(space, patch_size, channel_mul).to(torch.float32)
+    table = cost_table(space, patch_size, channel_mul, batch_size).to(torch.float32)
     norm = table / table.max().clamp_min(1e-12)
     alpha_a, alpha_c = space.log_alpha_a, space.log_alpha_c
     saved = (alpha_a.detach().clone(), alpha_c.detach().clone())

@@ -401,7 +401,7 @@ class ArchitectureExport:
         """The plain decode exceeds the budget: lower lambda by the cells' overshoot (at most halving it)."""
         if self.memory_loss is None or self.memory_budget_gib is None:
             return
-        table = cost_table(self.space, self.train_patch_size, self.arch_channel_mul)
+        table = cost_table(self.space, self.train_patch_size, self.arch_channel_mul, self.train_batch_size)
         plain = self.space.decode_arch()
         if self.arch_channel_mul is not None:
             plain.channel_mul = self.arch_channel_mul

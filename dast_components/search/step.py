@@ -19,9 +19,9 @@ architecture logits on a batch of the architecture split (Adam):
 where ``H`` are the mean entropies of the child-model and op probabilities (they push both towards one-hot so the
 decoded architecture matches what was trained), ``L_topology`` is MONAI's topology entropy (a node used by one block
 should feed the next), the last term is :class:`~dast_components.losses.MemoryBudgetLoss`, and ``r`` ramps linearly
-from 0 at the end of the warm-up to 1 at the last iteration, or earlier (:func:`ramp_factor`). The tutorial and the Model Zoo
-DiNTS search weight these terms 1 / 0.001 / 1, the defaults here; the Model Zoo script ramps all three terms in its
-AMP branch but only the entropies in its float32 branch. Here all three are ramped, in every precision.
+from 0 at the end of the warm-up to 1 at the last iteration, or earlier (:func:`ramp_factor`). The tutorial and the
+Model Zoo DiNTS search weight these terms 1 / 0.001 / 1, the defaults here; the Model Zoo script ramps all three
+terms in its AMP branch but only the entropies in its float32 branch. Here all three are ramped, in every precision.
 
 Reference: He et al., "DiNTS: Differentiable Neural Network Topology Search for 3D Medical Image Segmentation",
 CVPR 2021 <https://arxiv.org/abs/2103.15954>, Sec. 3.3.
