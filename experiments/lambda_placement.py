@@ -19,9 +19,9 @@ to ``--out``; resumable (see :mod:`experiments.common`).
 
 Command line (CPU defaults; the GPU recipe is in ``experiments/README.md``)::
 
-    python -m experiments.lambda_placement --out experiments/results/lambda_placement_80it \\
-        [--dataset_dir DIR] [--lambdas 0.2 0.5 0.8] [--seeds 0 1 2] [--num_iterations 80] [--warmup_iterations 8] \\
-        [--ramp_iterations 32] [--val_interval 8] [--channel_mul 0.125] [--patch 32] [--device cpu]
+    python -m experiments.lambda_placement --out experiments/results/lambda_placement_hold32 \\
+        [--dataset_dir DIR] [--lambdas 0.2 0.5 0.8] [--seeds 0 1 2] [--num_iterations 64] [--warmup_iterations 8] \\
+        [--ramp_iterations 24] [--val_interval 8] [--channel_mul 0.125] [--patch 32] [--device cpu]
 """
 
 from __future__ import annotations
@@ -251,18 +251,19 @@ def _settings(args: argparse.Namespace, data: Path, root: Path, lam: float, seed
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Command line entry point; returns the aggregated rows."""
     parser = argparse.ArgumentParser(prog="python -m experiments.lambda_placement", description=__doc__.split("\n")[1])
-    parser.add_argument("--out", default="experiments/results/lambda_placement_80it",
+    parser.add_argument("--out", default="experiments/results/lambda_placement_hold32",
                         help="[OPTIONAL] results folder")
     parser.add_argument("--dataset_dir", default=None,
                         help="[OPTIONAL] MSD-layout dataset (default: 8 synthetic phantoms written to OUT/work/data)")
     parser.add_argument("--work", default=None, help="[OPTIONAL] bundle roots of the runs (default OUT/work)")
     parser.add_argument("--lambdas", nargs="+", type=float, default=[0.2, 0.5, 0.8])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--num_iterations", type=int, default=80)
+    parser.add_argument("--num_iterations", type=int, default=64)
     parser.add_argument("--warmup_iterations", type=int, default=8)
-    parser.add_argument("--ramp_iterations", type=int, default=32,
-                        help="[OPTIONAL] iterations after the warm-up until the regularisers reach full weight (32); "
-                             "the iterations after that let the decode settle. 0: ramp to the last iteration")
+    parser.add_argument("--ramp_iterations", type=int, default=24,
+                        help="[OPTIONAL] iterations after the warm-up until the regularisers reach full weight (24: "
+                             "full from iteration 32, then 32 iterations in which the decode can settle); 0: ramp to "
+                             "the last iteration")
     parser.add_argument("--val_interval", type=int, default=8)
     parser.add_argument("--channel_mul", type=float, default=0.125)
     parser.add_argument("--patch", type=int, default=32, help="[OPTIONAL] search patch edge (32)")
