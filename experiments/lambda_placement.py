@@ -54,6 +54,7 @@ __all__ = [
     "format_cost_table",
     "format_path_costs",
     "format_table",
+    "full_weight_from",
     "last_change",
     "main",
     "path_costs",
@@ -116,6 +117,20 @@ def run_record(bundle_root: Path, memory_lambda: float, seed: int, memory_patch:
     }
 
 
+def full_weight_from(command: str) -> int | None:
+    """First iteration (counted from 1, as the search logs count) at which the regularisers have full weight, from
+    a record's search ``command``: ``warmup + ramp + 1`` with ``--ramp_iterations``, else the last iteration."""
+    words = command.split()
+
+    def value(flag: str) -> int | None:
+        return int(words[words.index(flag) + 1]) if flag in words[:-1] else None
+
+    warmup, ramp, total = value("--warmup_iterations"), value("--ramp_iterations"), value("--num_iterations")
+    if warmup is None or total is None:
+        return None
+    return min(total, warmup + ramp + 1) if ramp is not None else total
+
+
 def aggregate(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per lambda: memory (mean, sd), transformers per depth (mean, sd), last-change iterations, seeds."""
     out = []
@@ -131,6 +146,7 @@ def aggregate(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "active_paths": mean_sd(r["active_paths"] for r in rs),
             "last_change_iteration": [r["last_change_iteration"] for r in rs],
             "iterations": [r["iterations"] for r in rs],
+            "full_weight_from": [full_weight_from(r.get("command", "")) for r in rs],
             "final_val_dice": mean_sd(r["final_val_dice"] for r in rs),
         })
     return out
@@ -146,13 +162,14 @@ def _fmt(stat: dict[str, Any], digits: int = 1) -> str:
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown table of :func:`aggregate` rows."""
     lines = ["| lambda | seeds | est. memory at patch, batch 2 (GiB, mean ± sd) | transformers by depth (0 = highest "
-             "res., mean ± sd) | transformers | active paths | last decode change (iteration per seed) | iterations |",
-             "|" + " --- |" * 8]
+             "res., mean ± sd) | transformers | active paths | last decode change (iteration per seed) | iterations | "
+             "regularisers at full weight from iteration |",
+             "|" + " --- |" * 9]
     for r in rows:
         by_depth = " / ".join(_fmt(s) for s in r["transformers_by_depth"])
         lines.append(f"| {r['memory_lambda']:g} | {len(r['seeds'])} | {_fmt(r['memory_gib'], 2)} | {by_depth} | "
                      f"{_fmt(r['transformers'])} | {_fmt(r['active_paths'])} | {r['last_change_iteration']} | "
-                     f"{r['iterations']} |")
+                     f"{r['iterations']} | {r.get('full_weight_from')} |")
     return "\n".join(lines)
 
 

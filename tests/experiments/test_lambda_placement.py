@@ -141,3 +141,10 @@ def test_cli_help():
     proc = subprocess.run([sys.executable, "-m", "experiments.lambda_placement", "--help"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0 and "--dataset_dir" in proc.stdout
+
+
+def test_full_weight_from_reads_the_schedule():
+    cmd = "python -m monai.bundle run search --num_iterations 64 --warmup_iterations 8 --ramp_iterations 24 --seed 0"
+    assert lp.full_weight_from(cmd) == 33
+    assert lp.full_weight_from(cmd.replace(" --ramp_iterations 24", "")) == 64
+    assert lp.full_weight_from("python -m monai.bundle run search") is None
