@@ -53,6 +53,7 @@ __all__ = [
     "depth_counts",
     "format_cost_table",
     "format_path_costs",
+    "decode_changes",
     "format_table",
     "full_weight_from",
     "last_change",
@@ -85,6 +86,17 @@ def last_change(history: Sequence[tuple[int, Any]]) -> int | None:
     return changed
 
 
+def decode_changes(history: Sequence[tuple[int, Any]]) -> list[dict[str, int]]:
+    """Per validation interval after the first: how many (block, path) places of the decode differ from the previous
+    interval's (a path switched on or off, or its op changed). ``history``: ``(iteration, key)`` sorted, keys from
+    :func:`_decode_key`."""
+    out = []
+    for (_, prev), (it, key) in zip(history, history[1:]):
+        changed = sum(a != b for prow, krow in zip(prev, key) for a, b in zip(prow, krow))
+        out.append({"iteration": int(it), "paths_changed": int(changed)})
+    return out
+
+
 def run_record(bundle_root: Path, memory_lambda: float, seed: int, memory_patch: Sequence[int],
                seconds: float | None, command: Sequence[str]) -> dict[str, Any]:
     """The record of one finished search: decode, memory estimate, placement, history of decodes."""
@@ -110,6 +122,7 @@ def run_record(bundle_root: Path, memory_lambda: float, seed: int, memory_patch:
         "final_val_dice": dice[-1] if dice else None,
         "iterations": int(rows[-1]["iteration"]) if rows else None,
         "last_change_iteration": last_change([(it, key) for it, key, _ in history]),
+        "changes_by_interval": decode_changes([(it, key) for it, key, _ in history]),
         "history": [{"iteration": it, "transformers_by_depth": counts} for it, _, counts in history],
         "arch": arch.to_dict(),
         "seconds": seconds,
@@ -147,6 +160,8 @@ def aggregate(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "last_change_iteration": [r["last_change_iteration"] for r in rs],
             "iterations": [r["iterations"] for r in rs],
             "full_weight_from": [full_weight_from(r.get("command", "")) for r in rs],
+            "paths_changed_last": [r["changes_by_interval"][-1]["paths_changed"] if r.get("changes_by_interval")
+                                   else None for r in rs],
             "final_val_dice": mean_sd(r["final_val_dice"] for r in rs),
         })
     return out
@@ -162,14 +177,15 @@ def _fmt(stat: dict[str, Any], digits: int = 1) -> str:
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown table of :func:`aggregate` rows."""
     lines = ["| lambda | seeds | est. memory at patch, batch 2 (GiB, mean ± sd) | transformers by depth (0 = highest "
-             "res., mean ± sd) | transformers | active paths | last decode change (iteration per seed) | iterations | "
+             "res., mean ± sd) | transformers | active paths | last decode change (iteration per seed) | "
+             "paths changed in the last interval (per seed) | iterations | "
              "regularisers at full weight from iteration |",
-             "|" + " --- |" * 9]
+             "|" + " --- |" * 10]
     for r in rows:
         by_depth = " / ".join(_fmt(s) for s in r["transformers_by_depth"])
         lines.append(f"| {r['memory_lambda']:g} | {len(r['seeds'])} | {_fmt(r['memory_gib'], 2)} | {by_depth} | "
                      f"{_fmt(r['transformers'])} | {_fmt(r['active_paths'])} | {r['last_change_iteration']} | "
-                     f"{r['iterations']} | {r.get('full_weight_from')} |")
+                     f"{r.get('paths_changed_last')} | {r['iterations']} | {r.get('full_weight_from')} |")
     return "\n".join(lines)
 
 
@@ -299,9 +315,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         for lam in args.lambdas:
             name = f"lambda{lam:g}_seed{seed}"
             record_path = out / "records" / f"{name}.json"
-            if args.report_only or load_record(record_path) is not None:
-                continue
             root = work / "runs" / name
+            old = load_record(record_path)
+            if old is not None and "changes_by_interval" not in old and (root / "models" / "arch_code.json").is_file():
+                # a record from before decode_changes: rebuilt from its run's files, keeping its wall time
+                write_json(record_path, run_record(root, lam, seed, [args.memory_patch] * 3, old.get("seconds"),
+                                                   old.get("command", "").split()))
+                continue
+            if args.report_only or old is not None:
+                continue
             memory_patch = [args.memory_patch] * 3
             seconds = None
             if not search_finished(root, args.num_iterations):

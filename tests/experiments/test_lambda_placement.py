@@ -148,3 +148,11 @@ def test_full_weight_from_reads_the_schedule():
     assert lp.full_weight_from(cmd) == 33
     assert lp.full_weight_from(cmd.replace(" --ramp_iterations 24", "")) == 64
     assert lp.full_weight_from("python -m monai.bundle run search") is None
+
+
+def test_decode_changes_counts_paths():
+    a = ((0, 1, -1), (2, -1, 1))
+    b = ((0, 2, -1), (2, 1, 1))  # one op changed, one path switched on
+    history = [(8, a), (16, a), (24, b)]
+    assert lp.decode_changes(history) == [{"iteration": 16, "paths_changed": 0}, {"iteration": 24, "paths_changed": 2}]
+    assert lp.decode_changes(history[:1]) == []
