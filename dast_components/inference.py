@@ -190,9 +190,11 @@ def _load_weights(network: nn.Module, path: str | os.PathLike) -> dict[str, Any]
     target = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
     try:
         target.load_state_dict(ckpt["model"], strict=True)
-    except RuntimeError:
+    except RuntimeError as err:
         trained = read_record(path).get("arch_file")
         hint = f" They were trained with the architecture {trained}." if trained else ""
+        if "weights come from the transformer op before" in str(err):  # TransformerOp3D's own reason
+            hint += " The weights come from" + str(err).split("weights come from", 1)[1]
         raise InputError(
             f"the weights in {path} do not fit the network built from the configured architecture "
             f"(arch_file, channel_mul, grid must match training).{hint} {_key_mismatch(target, ckpt['model'])}"

@@ -141,7 +141,9 @@ def full_weight_from(command: str) -> int | None:
     warmup, ramp, total = value("--warmup_iterations"), value("--ramp_iterations"), value("--num_iterations")
     if warmup is None or total is None:
         return None
-    return min(total, warmup + ramp + 1) if ramp is not None else total
+    if not ramp:  # no ramp length (or 0, as on this command line): full weight at the last iteration
+        return total
+    return warmup + ramp + 1 if warmup + ramp + 1 <= total else None
 
 
 def aggregate(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

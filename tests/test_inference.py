@@ -158,3 +158,14 @@ def test_how_to_get_weights_names_existing_paths(tmp_path: Path) -> None:
     text = how_to_get_weights(tmp_path / "models" / "model.pt")
     assert f"--config_file {tmp_path / 'configs' / 'train.json'} " in text
     assert text.startswith(f"Found {tmp_path / 'models' / 'model_fold2.pt'}: pass --fold 2 to use model_fold2.pt.")
+
+
+def test_weights_of_an_older_transformer_op_say_why(tmp_path: Path) -> None:
+    from dast_components.networks.transformer import TransformerOp3D
+
+    op = TransformerOp3D(16, grid=2)
+    state = dict(op.state_dict())
+    state["key_norm.weight"], state["key_norm.bias"] = torch.ones(16), torch.zeros(16)
+    torch.save(state, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="do not fit the network.*before bundle versions 0.3.1"):
+        load_network(TransformerOp3D(16, grid=2), tmp_path / "old.pt", "cpu")

@@ -42,6 +42,11 @@ class MemoryBudgetLoss(nn.Module):
         memory_lambda: target fraction of ``full`` (paper: 0.2, 0.5, 0.8). An absolute budget in GiB is converted
             to this fraction by :func:`dast_components.search.budget.budget_to_lambda`.
 
+    The costs are per batch item at batch 1, an upper bound for a transformer (it keeps a few tensors once per
+    batch, see ``TransformerOp3D.estimate_saved_elements``); the budget conversion prices them at the training batch.
+    So a transformer weighs up to a few percent more in ``usage / full`` here than in the conversion: a lambda from a
+    budget errs on the side of fewer transformers, and the exported decode is checked at the real batch anyway.
+
     Example::
 
         loss = MemoryBudgetLoss(space, patch_size=(96, 96, 96), memory_lambda=0.5)

@@ -316,6 +316,14 @@ class TransformerDecoderLayer(nn.Module):
         Returns:
             ``(B, L_q, C)``.
         """
+        if x.shape[0] != 1 and x.shape[0] != memory.shape[0]:
+            raise ValueError(
+                "TransformerDecoderLayer: x must have batch 1 (shared queries) or the memory's batch "
+                + str(memory.shape[0])
+                + ", got "
+                + str(x.shape[0])
+                + "."
+            )
         h = self.norm1(x)
         x = x + self.drop1(self.self_attn(h, h, h))
         if x.shape[0] != memory.shape[0]:
@@ -363,14 +371,15 @@ def _pool_matrix(length: int, out: int, like: torch.Tensor) -> torch.Tensor:
 def _linear_matrix(length: int, out: int, like: torch.Tensor) -> torch.Tensor:
     """``(out, length)`` matrix of linear interpolation along one axis (``align_corners=False``, as
     :func:`torch.nn.functional.interpolate` computes it), dtype and device of ``like``."""
-    src = (torch.arange(out, device=like.device, dtype=torch.float32) + 0.5) * (float(length) / float(out)) - 0.5
+    # built in float64 so that float64 inputs match interpolate to their own precision
+    src = (torch.arange(out, device=like.device, dtype=torch.float64) + 0.5) * (float(length) / float(out)) - 0.5
     src = src.clamp(min=0.0)
     low = src.floor().long().clamp(max=length - 1)
     high = (low + 1).clamp(max=length - 1)
-    frac = (src - low.to(torch.float32)).unsqueeze(1)
+    frac = (src - low.to(torch.float64)).unsqueeze(1)
     pos = torch.arange(length, device=like.device).unsqueeze(0)
-    weights = (pos == low.unsqueeze(1)).to(torch.float32) * (1.0 - frac) + (pos == high.unsqueeze(1)).to(
-        torch.float32
+    weights = (pos == low.unsqueeze(1)).to(torch.float64) * (1.0 - frac) + (pos == high.unsqueeze(1)).to(
+        torch.float64
     ) * frac
     return weights.to(like.dtype)
 
@@ -540,6 +549,19 @@ class TransformerOp3D(nn.Module):
         self.output_norm = get_norm_layer(name=norm_name, spatial_dims=3, channels=in_channels)
         self.ram_cost = self.ram_cost_for((2 * grid,) * 3)
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):  # noqa: D401 (torch hook signature)
+        """Refuse, with the reason, weights of the op before 0.3.1 of the bundles (they had a key LayerNorm and
+        narrower heads, so even a non-strict load would compute a different function)."""
+        if any(k.startswith(prefix + "key_norm.") for k in state_dict):
+            raise RuntimeError(
+                f"{prefix or 'TransformerOp3D '}weights come from the transformer op before bundle versions 0.3.1 "
+                "(search) / 0.3.5 (KiTS): they have a key LayerNorm ('key_norm.*') and were trained with narrower "
+                "attention heads, so they do not fit this op; retrain (or search again) with the current version."
+            )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     @staticmethod
     def position_map(grid: int) -> torch.Tensor:
         """Normalised 3D position map of paper Eq. 2: channel 0 is ``i/g``, 1 is ``j/g``, 2 is ``k/g``.
@@ -673,12 +695,14 @@ class TransformerOp3D(nn.Module):
         twice), decoder 14 + 2r (two attention blocks); once: projector input (``C + 3`` channels) and its
         LayerNorm 2, encoder norm 1, decoder norm 1, attention A query and output 2, reverse LayerNorm output
         (the conv's input) 1. Per token: LayerNorm mean/rstd (``8 + 10 n``), the 3 position channels, and the attention
-        log-sum-exp per head (``(3 n + 1) h``). The first decoder layer's self-attention block (LayerNorm output and
-        statistics, q, k, v, attention output and its merged heads: ``6 C + 2 + h`` per token) acts on the learned
-        query embedding, the same for every batch item, so it runs once per batch (:class:`TransformerDecoderLayer`)
-        and is counted in the shared part. The only full-resolution tensor is the output norm's input (the upsampled
-        tokens): pooling and trilinear upsampling keep nothing of input size. The op's output is kept by whatever
-        consumes it (e.g. a mixed op's weighting), which its owner counts.
+        log-sum-exp per head (``(3 n + 1) h``). Of these, the first decoder layer's self-attention block (LayerNorm
+        output and its 2 statistics, q, k, v, attention output and its merged heads, and ``h`` log-sum-exps:
+        ``6 C + 2 + h`` per token) acts on the learned query embedding, the same for every batch item, so it runs
+        once per batch (:class:`TransformerDecoderLayer`) and is counted in the shared part; what stays per item is
+        ``(3 + 22 n) C + 4 n F``, ``6 + 10 n`` statistics, the 3 position channels and ``3 n h`` log-sum-exps. The
+        only full-resolution tensor is the output norm's input (the upsampled tokens): pooling and trilinear
+        upsampling keep nothing of input size. The op's output is kept by whatever consumes it (e.g. a mixed op's
+        weighting), which its owner counts.
 
         The tensors that do not scale with the batch are added divided by ``batch_size``: that self-attention block,
         the pooling and interpolation matrices (``sum(t_i * n_i)`` per pooled or resized tensor) and, when the input

@@ -247,7 +247,8 @@ class BiLevelStep:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         # the weight gradients are spent: freeing them keeps the architecture step's peak memory one copy of the
-        # weights lower (the architecture step never reads them)
+        # weights lower (the architecture step never reads them); a handler reading weight gradients after the
+        # iteration sees None
         self.optimizer.zero_grad(set_to_none=True)
         return {"loss": float(loss.detach())}
 

@@ -146,9 +146,15 @@ class DASTSearchTrainer(Trainer):
         if not 0 <= warmup < num_iterations:
             raise InputError(f"warmup_iterations must be in [0, num_iterations={num_iterations}), got {warmup}: "
                              "the search needs at least one architecture step.")
-        if ramp_iterations is not None and int(ramp_iterations) < 1:
-            raise InputError(f"ramp_iterations must be >= 1 or null (ramp up to the last iteration), got "
-                             f"{ramp_iterations}.")
+        if ramp_iterations is not None and (
+            isinstance(ramp_iterations, bool) or int(ramp_iterations) != ramp_iterations
+            or not 1 <= int(ramp_iterations) <= num_iterations - 1 - warmup
+        ):
+            raise InputError(
+                f"ramp_iterations must be an integer in [1, num_iterations - 1 - warmup_iterations = "
+                f"{num_iterations - 1 - warmup}] (full weight before the last iteration) or null (ramp up to the last "
+                f"iteration), got {ramp_iterations!r}."
+            )
         if getattr(getattr(network, "dints_space", None), "decode_arch", None) is None:
             raise TypeError("network must be a DiNTS built on a dast_components.networks.DASTSearchSpace.")
         device = torch.device(device)

@@ -156,3 +156,9 @@ def test_decode_changes_counts_paths():
     history = [(8, a), (16, a), (24, b)]
     assert lp.decode_changes(history) == [{"iteration": 16, "paths_changed": 0}, {"iteration": 24, "paths_changed": 2}]
     assert lp.decode_changes(history[:1]) == []
+
+
+def test_full_weight_from_edge_cases():
+    cmd = "run --num_iterations 64 --warmup_iterations 8 --ramp_iterations {}"
+    assert lp.full_weight_from(cmd.format(0)) == 64  # 0: the CLI's "ramp to the last iteration"
+    assert lp.full_weight_from(cmd.format(55)) == 64 and lp.full_weight_from(cmd.format(56)) is None

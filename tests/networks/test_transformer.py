@@ -338,3 +338,40 @@ def test_ram_cost_units():
     assert 1.0 < op.ram_cost_for((64,) * 3) < op.ram_cost_for((32,) * 3)
     with pytest.raises(ValueError, match="spatial_size"):
         op.saved_elements((16, 16))
+
+
+@pytest.mark.parametrize(
+    "in_size, out_size",
+    [((8, 8, 8), (32, 32, 32)), ((7, 5, 3), (3, 9, 1)), ((10, 6, 9), (4, 7, 13)), ((16, 16, 16), (5, 5, 5)),
+     ((1, 4, 6), (5, 1, 6))],
+)
+def test_trilinear_resize_equals_interpolate(in_size, out_size):
+    from dast_components.networks.transformer import trilinear_resize3d
+
+    x = torch.randn(2, 3, *in_size, dtype=torch.float64)
+    expected = torch.nn.functional.interpolate(x, size=out_size, mode="trilinear", align_corners=False)
+    torch.testing.assert_close(trilinear_resize3d(x, list(out_size)), expected, atol=1e-12, rtol=1e-12)
+
+
+def test_shared_decoder_queries_equal_expanded_ones():
+    from dast_components.networks.transformer import TransformerDecoderLayer
+
+    torch.manual_seed(0)
+    layer = TransformerDecoderLayer(16, num_heads=1).eval()
+    queries, memory = torch.randn(1, 8, 16, requires_grad=True), torch.randn(3, 10, 16)
+    shared = layer(queries, memory)
+    expanded = layer(queries.expand(3, -1, -1), memory)
+    torch.testing.assert_close(shared, expanded)
+    g_shared = torch.autograd.grad(shared.sum(), queries)[0]
+    g_expanded = torch.autograd.grad(expanded.sum(), queries)[0]
+    torch.testing.assert_close(g_shared, g_expanded)
+    with pytest.raises(ValueError, match="batch 1"):
+        layer(torch.randn(2, 8, 16), memory)
+
+
+def test_weights_of_the_op_before_0_3_1_are_refused_with_the_reason():
+    op = TransformerOp3D(16, grid=2)
+    state = op.state_dict()
+    state["key_norm.weight"], state["key_norm.bias"] = torch.ones(16), torch.zeros(16)
+    with pytest.raises(RuntimeError, match="before bundle versions 0.3.1"):
+        op.load_state_dict(state, strict=False)

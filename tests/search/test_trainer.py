@@ -239,4 +239,9 @@ def test_ramp_iterations_hold_full_weight(tmp_path):
         bad = _parser(tmp_path / "bad")
         bad["ramp_iterations"] = 0
         bad.get_parsed_content("search#trainer")
-    assert "ramp_iterations must be >= 1" in str(_root_cause(info.value))
+    assert "ramp_iterations must be an integer in [1, " in str(_root_cause(info.value))
+    with pytest.raises(RuntimeError) as info:
+        bad = _parser(tmp_path / "long", num_iterations=6, warmup=2)
+        bad["ramp_iterations"] = 4  # full weight only after the last iteration
+        bad.get_parsed_content("search#trainer")
+    assert "got 4" in str(_root_cause(info.value))
