@@ -306,6 +306,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--report_only", action="store_true", help="[OPTIONAL] only rebuild outputs from records")
     args = parser.parse_args(argv)
+    room = args.num_iterations - 1 - args.warmup_iterations
+    if args.ramp_iterations and not 1 <= args.ramp_iterations <= room:
+        parser.error(f"--ramp_iterations {args.ramp_iterations} must be in [1, {room}] (num_iterations - 1 - "
+                     "warmup_iterations) to reach full weight before the last iteration, or 0 (ramp to the last "
+                     "iteration).")
     out = Path(args.out)
     work = Path(args.work) if args.work else out / "work"
     data = Path(args.dataset_dir) if args.dataset_dir else work / "data"

@@ -162,3 +162,9 @@ def test_full_weight_from_edge_cases():
     cmd = "run --num_iterations 64 --warmup_iterations 8 --ramp_iterations {}"
     assert lp.full_weight_from(cmd.format(0)) == 64  # 0: the CLI's "ramp to the last iteration"
     assert lp.full_weight_from(cmd.format(55)) == 64 and lp.full_weight_from(cmd.format(56)) is None
+
+
+def test_ramp_that_cannot_finish_is_refused_at_the_command_line(capsys):
+    with pytest.raises(SystemExit):
+        lp.main(["--num_iterations", "2", "--warmup_iterations", "1", "--report_only"])
+    assert "--ramp_iterations 24 must be in [1, 0]" in capsys.readouterr().err
