@@ -371,16 +371,16 @@ def _pool_matrix(length: int, out: int, like: torch.Tensor) -> torch.Tensor:
 def _linear_matrix(length: int, out: int, like: torch.Tensor) -> torch.Tensor:
     """``(out, length)`` matrix of linear interpolation along one axis (``align_corners=False``, as
     :func:`torch.nn.functional.interpolate` computes it), dtype and device of ``like``."""
-    # built in float64 so that float64 inputs match interpolate to their own precision
-    src = (torch.arange(out, device=like.device, dtype=torch.float64) + 0.5) * (float(length) / float(out)) - 0.5
+    # float64 only for float64 inputs (to match interpolate to their precision); float32 otherwise, as interpolate
+    # computes: a float64 chain in an exported float32 graph hangs OpenVINO 2026.4's CPU compiler
+    work = torch.float64 if like.dtype == torch.float64 else torch.float32
+    src = (torch.arange(out, device=like.device, dtype=work) + 0.5) * (float(length) / float(out)) - 0.5
     src = src.clamp(min=0.0)
     low = src.floor().long().clamp(max=length - 1)
     high = (low + 1).clamp(max=length - 1)
-    frac = (src - low.to(torch.float64)).unsqueeze(1)
+    frac = (src - low.to(work)).unsqueeze(1)
     pos = torch.arange(length, device=like.device).unsqueeze(0)
-    weights = (pos == low.unsqueeze(1)).to(torch.float64) * (1.0 - frac) + (pos == high.unsqueeze(1)).to(
-        torch.float64
-    ) * frac
+    weights = (pos == low.unsqueeze(1)).to(work) * (1.0 - frac) + (pos == high.unsqueeze(1)).to(work) * frac
     return weights.to(like.dtype)
 
 
