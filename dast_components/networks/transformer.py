@@ -191,6 +191,33 @@ class MultiHeadAttention(nn.Module):
             out, _ = self._explicit_attention(q, k, v)
         return self.out_proj(self._merge_heads(out))
 
+    def attend(self, query: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Attention whose keys and values are both ``inputs``: the same output as ``forward(query, inputs, inputs)``.
+
+        With one head and no attention dropout the key and value projections move to the query side, exactly:
+        the logits ``q k^T = q (K W_k^T)^T = (q W_k) K^T``, and, since each softmax row sums to 1,
+        ``A (K W_v^T + b_v) = (A K) W_v^T + b_v``. The fused kernel then attends ``q W_k`` (``L_q`` rows) over
+        ``inputs`` directly, so backward keeps ``inputs`` once instead of ``inputs``, ``k`` and ``v`` (two
+        ``L_k x C`` tensors fewer; the segmentation attention has ``L_k = 4096`` keys and ``L_q = 512``
+        queries), and the projections cost ``L_q`` instead of ``2 L_k`` rows. With several heads the folded
+        query of each head would be ``C`` wide (``heads`` times the attention work), and with dropout the rows no
+        longer sum to 1: both take :meth:`forward`.
+
+        Args:
+            query: ``(B, L_q, C)``.
+            inputs: ``(B, L_k, C)``, keys and values.
+
+        Returns:
+            ``(B, L_q, C)``.
+        """
+        if self.num_heads != 1 or (self.training and self.dropout > 0.0) or not self.fused:
+            return self.forward(query, inputs, inputs)
+        q = torch.matmul(self.q_proj(query), self.k_proj.weight).unsqueeze(1)  # (B, 1, L_q, C): q W_k
+        kv = inputs.unsqueeze(1)
+        # the default scale 1 / sqrt(C) is the head's scale: one head is C wide
+        out = F.scaled_dot_product_attention(q, kv, kv).squeeze(1)
+        return self.out_proj(self.v_proj(out))
+
     def forward_with_weights(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -619,7 +646,7 @@ class TransformerOp3D(nn.Module):
     def _keys(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[int]]:
         """Keys/values of the segmentation attention: ``x`` pooled to the key grid, ``(B, K, C)``, and that grid."""
         keys_size = self.grid_size([x.shape[2], x.shape[3], x.shape[4]], self.key_grid)
-        # one contiguous copy, which the key and value projections share for backward
+        # one contiguous copy, the keys and values of MultiHeadAttention.attend
         return self._pool(x, keys_size).flatten(2).transpose(1, 2).contiguous(), keys_size
 
     def _reverse_project(self, tokens: torch.Tensor, tokens_size: List[int], spatial_size: List[int]) -> torch.Tensor:
@@ -643,7 +670,7 @@ class TransformerOp3D(nn.Module):
         self._check_input(x)
         queries, tokens_size = self._encode_decode(x)
         keys, _ = self._keys(x)
-        tokens = self.seg_attn(queries, keys, keys)
+        tokens = self.seg_attn.attend(queries, keys)
         return self._reverse_project(tokens, tokens_size, [x.shape[2], x.shape[3], x.shape[4]])
 
     @torch.jit.export
@@ -687,7 +714,8 @@ class TransformerOp3D(nn.Module):
         ``n = num_layers``, FFN width ``F`` and ``h`` heads::
 
             T * ((3 + 22 n) C + 4 n F + 9 + 10 n + 3 n h)    # N = 3 + 22 n + 4 n F / C: 33 for n = 1, F = 2C
-            + K * 3 C                                         # pooled keys, k and v
+            + K * C + 2 T C      (h = 1)                      # pooled keys; q W_k and the attended keys
+            + K * 3 C            (h > 1)                      # pooled keys, k and v
             + V * C + 3 C                                     # output norm input and its statistics
             + T * (6 C + 2 + h) / batch_size                  # first decoder self-attention, shared by the batch
 
@@ -701,7 +729,9 @@ class TransformerOp3D(nn.Module):
         once per batch (:class:`TransformerDecoderLayer`) and is counted in the shared part; what stays per item is
         ``(3 + 22 n) C + 4 n F``, ``6 + 10 n`` statistics, the 3 position channels and ``3 n h`` log-sum-exps. The
         only full-resolution tensor is the output norm's input (the upsampled tokens): pooling and trilinear
-        upsampling keep nothing of input size. The op's output is kept by whatever consumes it (e.g. a mixed op's
+        upsampling keep nothing of input size. With one head the segmentation attention A runs with its key and value
+        projections on the query side (:meth:`MultiHeadAttention.attend`): it keeps the pooled keys once, instead of
+        the keys, ``k`` and ``v``, and two token tensors more (``q W_k`` and the attended keys ``A K``). The op's output is kept by whatever consumes it (e.g. a mixed op's
         weighting), which its owner counts.
 
         The tensors that do not scale with the batch are added divided by ``batch_size``: that self-attention block,
@@ -743,7 +773,11 @@ class TransformerOp3D(nn.Module):
         tokens, keys, volume = math.prod(token_size), math.prod(key_size), math.prod(size)
         n, heads, hidden = num_layers, attention_heads(channels, num_heads), _hidden_dim(channels, mlp_ratio)
         per_token = (3 + 22 * n) * channels + 4 * n * hidden + 9 + 10 * n + 3 * n * heads
-        per_item = tokens * per_token + keys * 3 * channels + volume * channels + 3 * channels
+        if heads == 1:  # folded projections (MultiHeadAttention.attend): the keys once, two more token tensors
+            attention_a = keys * channels + tokens * 2 * channels
+        else:  # the keys, k and v
+            attention_a = keys * 3 * channels
+        per_item = tokens * per_token + attention_a + volume * channels + 3 * channels
         shared = tokens * (6 * channels + 2 + heads)  # the first decoder self-attention block
         if token_size != size:  # the input pooled to the token grid, and the tokens resized back
             shared += 2 * sum(t * s for t, s in zip(token_size, size))

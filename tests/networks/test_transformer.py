@@ -353,6 +353,51 @@ def test_trilinear_resize_equals_interpolate(in_size, out_size):
     torch.testing.assert_close(trilinear_resize3d(x, list(out_size)), expected, atol=1e-12, rtol=1e-12)
 
 
+def test_trilinear_resize_in_float32_equals_interpolate():
+    from dast_components.networks.transformer import trilinear_resize3d
+
+    x = torch.randn(2, 3, 6, 5, 4)
+    expected = torch.nn.functional.interpolate(x, size=[13, 10, 4], mode="trilinear", align_corners=False)
+    torch.testing.assert_close(trilinear_resize3d(x, [13, 10, 4]), expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("channels, heads", [(16, 1), (128, 2)])
+def test_attend_equals_attention_with_keys_as_values(channels, heads):
+    from dast_components.networks.transformer import MultiHeadAttention
+
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(channels, num_heads=heads).double()
+    query = torch.randn(2, 8, channels, dtype=torch.float64, requires_grad=True)
+    inputs = torch.randn(2, 30, channels, dtype=torch.float64, requires_grad=True)
+    folded, plain = attn.attend(query, inputs), attn(query, inputs, inputs)
+    torch.testing.assert_close(folded, plain, atol=1e-12, rtol=1e-12)
+    grads = torch.autograd.grad(folded.square().sum(), [query, inputs, *attn.parameters()])
+    expected = torch.autograd.grad(plain.square().sum(), [query, inputs, *attn.parameters()])
+    for g, e in zip(grads, expected):
+        torch.testing.assert_close(g, e, atol=1e-10, rtol=1e-10)
+
+
+def test_attend_keeps_the_keys_once():
+    from dast_components.networks.transformer import MultiHeadAttention
+
+    attn = MultiHeadAttention(16, num_heads=1)
+    query, inputs = torch.randn(2, 8, 16, requires_grad=True), torch.randn(2, 4096, 16, requires_grad=True)
+    big = []
+
+    def pack(t):
+        if t.numel() >= inputs.numel():
+            big.append(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        attn.attend(query, inputs)
+    assert len(set(big)) == 1  # only the keys themselves; forward(q, K, K) keeps K, k and v
+    big.clear()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        attn(query, inputs, inputs)
+    assert len(set(big)) == 3
+
+
 def test_shared_decoder_queries_equal_expanded_ones():
     from dast_components.networks.transformer import TransformerDecoderLayer
 
