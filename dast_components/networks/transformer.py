@@ -731,7 +731,8 @@ class TransformerOp3D(nn.Module):
         only full-resolution tensor is the output norm's input (the upsampled tokens): pooling and trilinear
         upsampling keep nothing of input size. With one head the segmentation attention A runs with its key and value
         projections on the query side (:meth:`MultiHeadAttention.attend`): it keeps the pooled keys once, instead of
-        the keys, ``k`` and ``v``, and two token tensors more (``q W_k`` and the attended keys ``A K``). The op's output is kept by whatever consumes it (e.g. a mixed op's
+        the keys, ``k`` and ``v``, and two token tensors more (``q W_k`` and the attended keys ``A K``).
+        The op's output is kept by whatever consumes it (e.g. a mixed op's
         weighting), which its owner counts.
 
         The tensors that do not scale with the batch are added divided by ``batch_size``: that self-attention block,
