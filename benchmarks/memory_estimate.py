@@ -59,6 +59,7 @@ from benchmarks.common import (
 from dast_components.networks import DASTNet, estimate_memory, random_arch
 from dast_components.networks.arch_io import ArchCode
 from dast_components.networks.costs import filter_nums, path_cost_table, stem_saved_elements
+from dast_components.networks.memory import WORKSPACE_COPIES
 
 __all__ = [
     "SavedTensorCensus",
@@ -414,9 +415,9 @@ def _markdown(records: Sequence[dict[str, Any]], summary: dict[str, Any], settin
     text += markdown_table(["component", "estimate - measured MiB"], diff_rows)
     text += (
         f"\nMedian rise of the peak above the end-of-forward level (loss temporaries, backward working set, "
-        f"gradients): {s['median_rise_after_forward_mib']} MiB; the estimate's workspace term (three full-resolution "
-        f"copies of the first depth's channels) is {s['median_estimated_workspace_mib']} MiB and its gradient term "
-        f"is part of the parameter term.\n"
+        f"gradients): {s['median_rise_after_forward_mib']} MiB; the estimate's workspace term ({WORKSPACE_COPIES} "
+        f"full-resolution copies of the first depth's channels) is {s['median_estimated_workspace_mib']} MiB and "
+        f"its gradient term is part of the parameter term.\n"
     )
     return text
 

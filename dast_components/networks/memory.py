@@ -37,6 +37,7 @@ from dast_components.networks.costs import (
 from dast_components.networks.nets import DASTNet
 
 __all__ = [
+    "WORKSPACE_COPIES",
     "estimate_memory",
     "max_patch_size",
     # re-exported from dast_components.networks.costs
@@ -60,6 +61,13 @@ def _parameter_count(arch: ArchCode, in_channels: int, num_classes: int) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
+#: Backward working set of a training step, in full-resolution copies of the first depth's channels: how far the
+#: peak rises above the end of the forward pass (loss and head backward, gradient buffers of the first cells).
+#: Calibrated with ``python -m benchmarks.memory_estimate --seed 100`` (10 architectures other than the benchmark's
+#: own seeds 0-9): they needed 1.53-1.77 copies, median 1.64; 1.7 keeps most estimates at or above the peak.
+WORKSPACE_COPIES = 1.7
+
+
 def estimate_memory(
     arch: ArchCode | str,
     patch_size: Sequence[int] | int,
@@ -74,7 +82,8 @@ def estimate_memory(
     Estimated peak training memory (bytes) of a decoded architecture.
 
     Sum of: activations kept for backward (stems, active cells with their connection blocks, head and loss) times the
-    batch; a backward working set of three copies of the largest full-resolution activation; parameters, their
+    batch; a backward working set of :data:`WORKSPACE_COPIES` copies of the first depth's full-resolution
+    activation; parameters, their
     gradients and ``optimizer_states`` optimiser buffers (1 for SGD with momentum, 2 for Adam).
 
     Args:
@@ -108,9 +117,7 @@ def estimate_memory(
     stems = stem_saved_elements(
         channels, patch_size, arch.num_depths, num_classes, in_channels, arch.node_a[0], arch.node_a[-1]
     )
-    # the peak lies above the end of the forward pass by about three full-resolution copies of the first depth's
-    # channels (backward of the head and loss; measured 2.4-2.9 on CPU), see benchmarks/README.md
-    workspace = 3.0 * channels[0] * float(math.prod(int(s) for s in patch_size))
+    workspace = WORKSPACE_COPIES * channels[0] * float(math.prod(int(s) for s in patch_size))
     activations = (cells + stems + workspace) * batch_size
     if num_parameters is None:
         num_parameters = _parameter_count(arch, in_channels, num_classes)
