@@ -714,7 +714,7 @@ class TransformerOp3D(nn.Module):
         ``n = num_layers``, FFN width ``F`` and ``h`` heads::
 
             T * ((3 + 22 n) C + 4 n F + 9 + 10 n + 3 n h)    # N = 3 + 22 n + 4 n F / C: 33 for n = 1, F = 2C
-            + K * C + 2 T C      (h = 1)                      # pooled keys; q W_k and the attended keys
+            + K * C + 2 T C      (h = 1)                      # pooled keys; q W_k and A K: N = 35 for n = 1
             + K * 3 C            (h > 1)                      # pooled keys, k and v
             + V * C + 3 C                                     # output norm input and its statistics
             + T * (6 C + 2 + h) / batch_size                  # first decoder self-attention, shared by the batch
