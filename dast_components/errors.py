@@ -33,7 +33,10 @@ import sys
 from collections.abc import Callable
 from types import TracebackType
 
-__all__ = ["TRACEBACK_ENV", "InputError", "MissingFileError", "find_input_error", "install_excepthook"]
+__all__ = [
+    "TRACEBACK_ENV", "IncompatibleWeightsError", "InputError", "MissingFileError", "find_input_error",
+    "install_excepthook",
+]
 
 #: environment variable that restores the full traceback of input errors
 TRACEBACK_ENV = "DAST_TRACEBACK"
@@ -45,6 +48,11 @@ class InputError(ValueError):
 
 class MissingFileError(InputError, FileNotFoundError):
     """A required file (weights, architecture) does not exist; the message says how to get it."""
+
+
+class IncompatibleWeightsError(InputError, RuntimeError):
+    """Weights that a module refuses to load, with the reason (e.g. made by an older version of the op); a
+    ``RuntimeError`` like the other ``load_state_dict`` failures."""
 
 
 def find_input_error(error: BaseException | None) -> InputError | None:

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from dast_components.data.checks import check_image_file
-from dast_components.errors import InputError, MissingFileError
+from dast_components.errors import IncompatibleWeightsError, InputError, MissingFileError
 
 __all__ = [
     "FoldEnsemble",
@@ -193,8 +193,8 @@ def _load_weights(network: nn.Module, path: str | os.PathLike) -> dict[str, Any]
     except RuntimeError as err:
         trained = read_record(path).get("arch_file")
         hint = f" They were trained with the architecture {trained}." if trained else ""
-        if "weights come from the transformer op before" in str(err):  # TransformerOp3D's own reason
-            hint += " The weights come from" + str(err).split("weights come from", 1)[1]
+        if isinstance(err, IncompatibleWeightsError):  # the module's own reason
+            hint += f" {err}"
         raise InputError(
             f"the weights in {path} do not fit the network built from the configured architecture "
             f"(arch_file, channel_mul, grid must match training).{hint} {_key_mismatch(target, ckpt['model'])}"

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from monai.networks.layers.utils import get_norm_layer
 from torch import nn
 
+from dast_components.errors import IncompatibleWeightsError
+
 __all__ = [
     "MultiHeadAttention",
     "FeedForward",
@@ -581,7 +583,7 @@ class TransformerOp3D(nn.Module):
         """Refuse, with the reason, weights of the op before 0.3.1 of the bundles (they had a key LayerNorm and
         narrower heads, so even a non-strict load would compute a different function)."""
         if any(k.startswith(prefix + "key_norm.") for k in state_dict):
-            raise RuntimeError(
+            raise IncompatibleWeightsError(
                 f"{prefix or 'TransformerOp3D '}weights come from the transformer op before bundle versions 0.3.1 "
                 "(search) / 0.3.5 (KiTS): they have a key LayerNorm ('key_norm.*') and were trained with narrower "
                 "attention heads, so they do not fit this op; retrain (or search again) with the current version."
