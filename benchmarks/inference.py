@@ -15,7 +15,9 @@ Networks (1 input channel, 3 classes):
 
 - ``dast``: the shipped architecture ``bundles/dast_kits19_seg/models/arch_code.json``; while that file does not
   exist, ``random_arch(12, 4, "dast", seed=0, channel_mul=1.0, grid=8)``, flagged ``"shipped": false`` in the JSON;
-- ``dints``: a DiNTS instance of the same grid and width, ``random_arch(..., "dints", seed=0)``;
+- ``dints``: with the shipped DAST, the DiNTS architecture searched by the same command under the same memory budget
+  (``benchmarks/archs/dints_arch_code.json``: the search bundle with ``--ops dints``, see ``benchmarks/README.md``);
+  with another ``--arch_file``, a DiNTS instance of its grid and width, ``random_arch(..., "dints", seed=0)``;
 - ``swinunetr``: MONAI ``SwinUNETR`` with ``feature_size=48`` (the BTCV Model Zoo setting);
 - ``unetr``: MONAI ``UNETR`` with its defaults (ViT-B/16, ``feature_size=16``), built for each input size;
 - ``dynunet``: MONAI ``DynUNet`` as nnU-Net's 3d_fullres plans it for KiTS19: 6 stages of two 3x3x3 convs, strides
@@ -68,11 +70,16 @@ from benchmarks.common import (
 from dast_components.networks import DASTNet, load_arch, random_arch
 from dast_components.networks.arch_io import ArchCode
 
-__all__ = ["MODELS", "SHIPPED_ARCH", "dast_arch", "build_model", "num_windows", "component_times", "main"]
+__all__ = [
+    "MODELS", "SHIPPED_ARCH", "SEARCHED_DINTS_ARCH", "dast_arch", "dints_arch", "build_model", "num_windows",
+    "component_times", "main",
+]
 
 MODELS = ("dast", "dints", "swinunetr", "unetr", "dynunet")
 _ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_ARCH = _ROOT / "bundles" / "dast_kits19_seg" / "models" / "arch_code.json"
+#: DiNTS op pool searched with the shipped architecture's command and budget (``--ops dints``)
+SEARCHED_DINTS_ARCH = _ROOT / "benchmarks" / "archs" / "dints_arch_code.json"
 KITS_VOLUME = (512, 512, 200)
 
 
@@ -100,21 +107,42 @@ def dast_arch(arch_file: str | Path | None = None, channel_mul: float = 1.0) -> 
     }
 
 
-def build_model(name: str, size: int, arch: ArchCode, num_classes: int = 3) -> nn.Module:
+def dints_arch(arch: ArchCode, arch_info: dict[str, Any]) -> tuple[ArchCode | None, dict[str, Any]]:
+    """
+    The DiNTS architecture to benchmark beside ``arch``: :data:`SEARCHED_DINTS_ARCH` when ``arch`` is the shipped
+    DAST architecture (same search command and budget), otherwise ``None`` (:func:`build_model` then uses a random
+    DiNTS instance of ``arch``'s grid and width).
+
+    Returns:
+        the architecture (or ``None``) and a record of where it came from (``searched``, ``source``).
+    """
+    if arch_info.get("shipped") and SEARCHED_DINTS_ARCH.is_file():
+        code = load_arch(SEARCHED_DINTS_ARCH)
+        return code, {"searched": True, "source": str(SEARCHED_DINTS_ARCH.relative_to(_ROOT)),
+                      "op_counts": code.op_counts()}
+    return None, {"searched": False, "source": f"random_arch({arch.num_blocks}, {arch.num_depths}, 'dints', seed=0, "
+                                                f"channel_mul={arch.channel_mul})"}
+
+
+def build_model(
+    name: str, size: int, arch: ArchCode, num_classes: int = 3, dints: ArchCode | None = None
+) -> nn.Module:
     """
     One benchmarked network for inputs of ``size``^3 (only UNETR depends on it).
 
     Args:
         name: one of :data:`MODELS`.
         size: input edge.
-        arch: the DAST architecture; the DiNTS instance takes its grid and width.
+        arch: the DAST architecture; without ``dints`` the DiNTS instance is random with its grid and width.
         num_classes: output channels.
+        dints: the DiNTS architecture (:func:`dints_arch`), if any.
     """
     if name == "dast":
         return DASTNet(arch, in_channels=1, num_classes=num_classes)
     if name == "dints":
-        code = random_arch(arch.num_blocks, arch.num_depths, "dints", seed=0, channel_mul=arch.channel_mul)
-        return DASTNet(code, in_channels=1, num_classes=num_classes)
+        if dints is None:
+            dints = random_arch(arch.num_blocks, arch.num_depths, "dints", seed=0, channel_mul=arch.channel_mul)
+        return DASTNet(dints, in_channels=1, num_classes=num_classes)
     if name == "swinunetr":
         from monai.networks.nets import SwinUNETR
 
@@ -247,6 +275,12 @@ def _markdown(results: dict[str, Any], settings: dict[str, Any]) -> str:
         f"(ops {arch['op_counts']}). Batch 1; the memory pass is the warm-up (+{settings['warmup']}), then "
         f"{settings['repeats']} alternating repeats, medians.\n\n"
     )
+    dints = results.get("dints_arch")
+    if dints:
+        text = text[:-2] + (
+            f" DiNTS architecture: {'searched with the same command and budget' if dints['searched'] else 'random'}: "
+            f"{dints['source']}.\n\n"
+        )
     text += _latency_table(results, settings["sizes"])
     t = results.get("target")
     if t:
@@ -311,10 +345,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise ValueError(f"--sw_overlap must be in [0, 1), got {args.sw_overlap}.")
     env = environment(device)
     arch, arch_info = dast_arch(args.arch_file, args.channel_mul)
+    dints, dints_info = dints_arch(arch, arch_info)
     for size in sizes + [args.sw_roi]:
         if size % 32:
             raise ValueError(f"input edge {size} must be a multiple of 32 (DAST/DiNTS stride, SwinUNETR, DynUNet).")
-    results: dict[str, Any] = {"dast_arch": arch_info, "latency": {}}
+    results: dict[str, Any] = {"dast_arch": arch_info, "dints_arch": dints_info, "latency": {}}
     models: dict[str, nn.Module] = {}
     for size in sizes:
         per_size: dict[str, Any] = {}
@@ -323,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for name in args.models:
             if name not in models or name == "unetr":
                 try:
-                    models[name] = build_model(name, size, arch).to(device).eval()
+                    models[name] = build_model(name, size, arch, dints=dints).to(device).eval()
                 except ImportError as err:  # MONAI's optional einops
                     per_size[name] = {"skipped": _skip_reason(err)}
                     continue
@@ -355,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results["target"] = {"dast_s": d, "swinunetr_s": s, "ratio": round(d / s, 3), "met": d <= s,
                              "dast_shipped": arch_info["shipped"]}
     if not args.no_sliding_window:
-        results["sliding_window"] = _sliding_window(args, models, arch, volume, sw_batch, device)
+        results["sliding_window"] = _sliding_window(args, models, arch, volume, sw_batch, device, dints)
     if args.profile:
         size = sizes[0]
         x = torch.rand(1, 1, size, size, size).to(device)
@@ -382,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def _sliding_window(
     args: argparse.Namespace, models: dict[str, nn.Module], arch: ArchCode, volume: tuple[int, ...], sw_batch: int,
-    device: torch.device,
+    device: torch.device, dints: ArchCode | None = None,
 ) -> dict[str, Any]:
     """Whole-volume sliding-window time of each model, with the KiTS-sized figure measured or extrapolated."""
     from monai.inferers import sliding_window_inference
@@ -401,7 +436,7 @@ def _sliding_window(
         model = models.get(name)
         if model is None or name == "unetr":  # UNETR is built for one input size
             try:
-                model = build_model(name, args.sw_roi, arch).to(device).eval()
+                model = build_model(name, args.sw_roi, arch, dints=dints).to(device).eval()
             except ImportError as err:
                 out["models"][name] = {"skipped": _skip_reason(err)}
                 continue

@@ -18,6 +18,8 @@ resampling, NIfTI writing), once per (network, setting), each in its own process
 and peak resident memory of the whole process). Networks, all with random weights (speed does not depend on them):
 
 - ``dast``: the shipped architecture ``bundles/dast_kits19_seg/models/arch_code.json``;
+- ``dints``: the DiNTS architecture searched with the same command and memory budget
+  (``benchmarks/archs/dints_arch_code.json``), through the same bundle with ``--ops dints``;
 - ``dynunet``: nnU-Net's 3d_fullres-like ``DynUNet`` of ``benchmarks.inference`` (same window and overlap), through
   a config overlay that replaces ``network_def``.
 
@@ -55,7 +57,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import environment, markdown_table, resolve_device, write_results
-from benchmarks.inference import build_model, dast_arch, num_windows
+from benchmarks.inference import SEARCHED_DINTS_ARCH, build_model, dast_arch, num_windows
 from dast_components.data.synthetic import write_dataset
 from dast_components.networks import DASTNet
 
@@ -73,16 +75,20 @@ def resampled_size(shape: Sequence[int], spacing: Sequence[float], pixdim: Seque
     return [int(round(n * s / p)) for n, s, p in zip(shape, spacing, pixdim)]
 
 
-def _bundle_root(tmp: Path, model: str, patch: int) -> tuple[Path, list[str]]:
-    """A bundle root with random weights for ``model``, and the extra config files it needs."""
+def _bundle_root(tmp: Path, model: str, patch: int) -> tuple[Path, list[str], dict[str, Any]]:
+    """A bundle root with random weights for ``model``, the extra config files and the overrides it needs."""
     root = tmp / f"bundle_{model}"
     (root / "models").mkdir(parents=True, exist_ok=True)
     arch, _ = dast_arch()
     torch.manual_seed(0)
     extra: list[str] = []
-    if model == "dast":
-        shutil.copy(ROOT / "bundles" / "dast_kits19_seg" / "models" / "arch_code.json", root / "models")
+    overrides: dict[str, Any] = {}
+    if model in ("dast", "dints"):
+        source = SEARCHED_DINTS_ARCH if model == "dints" else CONFIGS.parent / "models" / "arch_code.json"
+        shutil.copy(source, root / "models" / "arch_code.json")
         net = DASTNet(root / "models" / "arch_code.json", in_channels=1, num_classes=3)
+        if model == "dints":
+            overrides["ops"] = "dints"
     else:
         net = build_model(model, patch, arch)
         overlay = {
@@ -97,16 +103,16 @@ def _bundle_root(tmp: Path, model: str, patch: int) -> tuple[Path, list[str]]:
         path.write_text(json.dumps(overlay, indent=4))
         extra.append(str(path))
     torch.save(net.state_dict(), root / "models" / "model.pt")
-    return root, extra
+    return root, extra, overrides
 
 
 def _run(root: Path, data: Path, out: Path, configs: list[str], overrides: dict[str, Any], threads: int,
-         timeout: int) -> dict[str, Any]:
+         timeout: int, model_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     files = "[" + ",".join(f"'{c}'" for c in configs) + "]"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", files, "--bundle_root",
            str(root), "--dataset_dir", str(data), "--output_dir", str(out), "--device", "cpu",
            "--intensity", json.dumps(WINDOW), "--num_workers", "0"]
-    for key, value in overrides.items():
+    for key, value in {**overrides, **(model_overrides or {})}.items():
         cmd += [f"--{key}", json.dumps(value)]
     stats = out.parent / f"{out.name}_time.txt"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
@@ -128,7 +134,7 @@ def _mask(out: Path) -> np.ndarray:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line entry point; returns the results payload."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.whole_volume", description=__doc__.split("\n")[1])
-    parser.add_argument("--models", nargs="+", default=["dast", "dynunet"], choices=["dast", "dynunet"])
+    parser.add_argument("--models", nargs="+", default=["dast", "dynunet"], choices=["dast", "dints", "dynunet"])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
     parser.add_argument("--shape", type=int, nargs=3, default=[512, 512, 200], help="[OPTIONAL] voxels (H W D)")
     parser.add_argument("--spacing", type=float, nargs=3, default=[0.78, 0.78, 2.5], help="[OPTIONAL] mm")
@@ -156,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         data = write_dataset(tmp / "data", layout="kits19", num_cases=1, shape=args.shape, spacing=args.spacing)
         tiny = write_dataset(tmp / "tiny", layout="kits19", num_cases=1, shape=(32, 32, 32), spacing=(1.0, 1.0, 1.0))
         for model in args.models:
-            root, extra = _bundle_root(tmp, model, patch[0])
+            root, extra, model_overrides = _bundle_root(tmp, model, patch[0])
             masks: dict[str, np.ndarray] = {}
             for setting in args.settings:
                 info = setting_info[setting]
@@ -166,9 +172,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 if setting == "fast":  # first use exports and checks the network once (cached in models/onnx)
                     print(f"[whole_volume] {model} / {setting}: export on a tiny case ...", flush=True)
                     first_use = _run(root, tiny, tmp / f"tiny_{model}", configs, info["overrides"], args.threads,
-                                     args.timeout)["wall_s"]
+                                     args.timeout, model_overrides)["wall_s"]
                 print(f"[whole_volume] {model} / {setting} ...", flush=True)
-                result = _run(root, data, out, configs, info["overrides"], args.threads, args.timeout)
+                result = _run(root, data, out, configs, info["overrides"], args.threads, args.timeout, model_overrides)
                 if first_use is not None:
                     result["first_use_on_tiny_case_s"] = first_use
                 masks[setting] = _mask(out)

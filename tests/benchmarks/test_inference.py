@@ -19,7 +19,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from benchmarks.inference import SHIPPED_ARCH, build_model, component_times, dast_arch, main, num_windows
-from dast_components.networks import random_arch, save_arch
+from dast_components.networks import load_arch, random_arch, save_arch
 
 
 @pytest.mark.parametrize(
@@ -94,3 +94,18 @@ def test_tiny_run_writes_results(tmp_path, monkeypatch):
     assert any(k.startswith("op:transformer") for k in res["profile"]["components"]["dast"])
     assert "target" not in res  # no 96^3 SwinUNETR figure in this run
     assert "NOT the shipped one" in (tmp_path / "inference_cpu.md").read_text()
+
+
+def test_dints_row_uses_the_searched_architecture_beside_the_shipped_one():
+    from benchmarks.inference import SEARCHED_DINTS_ARCH, dast_arch, dints_arch
+
+    shipped, info = dast_arch()
+    dints, dints_info = dints_arch(shipped, info)
+    assert dints is not None and dints_info["searched"] and set(dints.ops) >= {"conv_3x3x1", "conv_1x3x3"}
+    same_search = ("memory_budget_gib", "train_patch_size", "train_batch_size", "search_channel_mul",
+                   "search_patch_size", "num_iterations")
+    ours, theirs = load_arch(SEARCHED_DINTS_ARCH).provenance, shipped.provenance
+    assert {k: ours[k] for k in same_search} == {k: theirs[k] for k in same_search}
+    other = random_arch(2, 2, "dast", seed=9, channel_mul=0.125, grid=2)
+    assert dints_arch(other, {"shipped": False}) == (None, {"searched": False, "source": "random_arch(2, 2, 'dints', "
+                                                            "seed=0, channel_mul=0.125)"})
