@@ -83,8 +83,8 @@ def estimate_memory(
 
     Sum of: activations kept for backward (stems, active cells with their connection blocks, head and loss) times the
     batch; a backward working set of :data:`WORKSPACE_COPIES` copies of the first depth's full-resolution
-    activation; parameters, their
-    gradients and ``optimizer_states`` optimiser buffers (1 for SGD with momentum, 2 for Adam).
+    activation; parameters, their gradients and ``optimizer_states`` optimiser buffers (1 for SGD with momentum, 2
+    for Adam).
 
     Args:
         arch: an :class:`~dast_components.networks.arch_io.ArchCode` or the path of an architecture file.

@@ -716,14 +716,15 @@ class TransformerOp3D(nn.Module):
         ``n = num_layers``, FFN width ``F`` and ``h`` heads::
 
             T * ((3 + 22 n) C + 4 n F + 9 + 10 n + 3 n h)    # N = 3 + 22 n + 4 n F / C: 33 for n = 1, F = 2C
-            + K * C + 2 T C      (h = 1)                      # pooled keys; q W_k and A K: N = 35 for n = 1
+            + K * C + 2 T C      (h = 1)                      # pooled keys; q W_k, W_v(A K): N = 35 for n = 1
             + K * 3 C            (h > 1)                      # pooled keys, k and v
             + V * C + 3 C                                     # output norm input and its statistics
             + T * (6 C + 2 + h) / batch_size                  # first decoder self-attention, shared by the batch
 
         per layer: encoder 8 + 2r token tensors (LayerNorm inputs/outputs, q, k, v, attention output, FFN hidden
         twice), decoder 14 + 2r (two attention blocks); once: projector input (``C + 3`` channels) and its
-        LayerNorm 2, encoder norm 1, decoder norm 1, attention A query and output 2, reverse LayerNorm output
+        LayerNorm 2, encoder norm 1, decoder norm 1, attention A query and output 2 (4 with one head, below), reverse
+        LayerNorm output
         (the conv's input) 1. Per token: LayerNorm mean/rstd (``8 + 10 n``), the 3 position channels, and the attention
         log-sum-exp per head (``(3 n + 1) h``). Of these, the first decoder layer's self-attention block (LayerNorm
         output and its 2 statistics, q, k, v, attention output and its merged heads, and ``h`` log-sum-exps:
@@ -733,8 +734,9 @@ class TransformerOp3D(nn.Module):
         only full-resolution tensor is the output norm's input (the upsampled tokens): pooling and trilinear
         upsampling keep nothing of input size. With one head the segmentation attention A runs with its key and value
         projections on the query side (:meth:`MultiHeadAttention.attend`): it keeps the pooled keys once, instead of
-        the keys, ``k`` and ``v``, and two token tensors more (``q W_k`` and the attended keys ``A K``).
-        The op's output is kept by whatever consumes it (e.g. a mixed op's
+        the keys, ``k`` and ``v``, and two token tensors more: ``q W_k`` (kept by the attention kernel) and the
+        value-projected output ``(A K) W_v^T + b_v`` (the output projection's input), beside ``q`` and ``A K``, which
+        take the places of ``q`` and ``A v``. The op's output is kept by whatever consumes it (e.g. a mixed op's
         weighting), which its owner counts.
 
         The tensors that do not scale with the batch are added divided by ``batch_size``: that self-attention block,

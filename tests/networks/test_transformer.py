@@ -317,7 +317,8 @@ def test_memory_estimate_equals_saved_tensors_at_160():
     "channels, grid, key_grid, spatial, num_layers, mlp_ratio",
     [
         (16, 4, 16, (16, 16, 16), 1, 2.0),
-        (12, 3, 4, (9, 5, 30), 2, 4.0),  # 6 heads, deeper and wider, anisotropic
+        (12, 3, 4, (9, 5, 30), 2, 4.0),  # 1 head (heads keep >= 64 channels), deeper and wider, anisotropic
+        (128, 3, 4, (6, 6, 6), 1, 2.0),  # 2 heads: keys, k and v kept (no fold)
         (8, 8, 16, (3, 7, 30), 1, 2.0),  # smaller than the grid along two axes
     ],
 )
@@ -371,6 +372,8 @@ def test_attend_equals_attention_with_keys_as_values(channels, heads):
     inputs = torch.randn(2, 30, channels, dtype=torch.float64, requires_grad=True)
     folded, plain = attn.attend(query, inputs), attn(query, inputs, inputs)
     torch.testing.assert_close(folded, plain, atol=1e-12, rtol=1e-12)
+    shared = query[:1]  # a query shared by the batch (the op's first decoder layer shares its queries)
+    torch.testing.assert_close(attn.attend(shared, inputs), attn(shared, inputs, inputs), atol=1e-12, rtol=1e-12)
     grads = torch.autograd.grad(folded.square().sum(), [query, inputs, *attn.parameters()])
     expected = torch.autograd.grad(plain.square().sum(), [query, inputs, *attn.parameters()])
     for g, e in zip(grads, expected):
