@@ -182,40 +182,40 @@ def test_reverse_step_does_not_fold_into_the_attention_projection():
     assert (x @ fit - y).norm() / y.norm() > 0.05
 
 
-def test_onnx_export_matches_eager(tmp_path):
-    """Legacy TorchScript-based exporter (``dynamo=False``, opset 17); pooling as matrix products exports for
-    sizes the grid does not divide (20 -> 8)."""
+def _onnx_runtime_output(op: nn.Module, x: torch.Tensor, tmp_path) -> torch.Tensor:
+    """``op(x)`` exported (legacy exporter, opset 17) and run by ONNX Runtime (the test is skipped without it)."""
     ort = pytest.importorskip("onnxruntime")
-    op = _seeded_op(grid=8).eval()
-    x = torch.randn(1, C, 20, 12, 6)
     path = tmp_path / "op.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(op, (x,), str(path), dynamo=False, opset_version=17)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    return torch.from_numpy(out)
+
+
+def test_onnx_export_matches_eager(tmp_path):
+    """Legacy TorchScript-based exporter (``dynamo=False``, opset 17); pooling as matrix products exports for
+    sizes the grid does not divide (20 -> 8)."""
+    op = _seeded_op(grid=8).eval()
+    x = torch.randn(1, C, 20, 12, 6)
+    out = _onnx_runtime_output(op, x, tmp_path)
     with torch.no_grad():
         # float32 rounding of different kernels, scaled up by the output instance norm: ~1e-4 at most
-        torch.testing.assert_close(torch.from_numpy(out), op(x), atol=5e-4, rtol=1e-3)
+        torch.testing.assert_close(out, op(x), atol=5e-4, rtol=1e-3)
 
 
 def test_onnx_runtime_matches_eager_for_a_nearly_constant_upsampled_field(tmp_path):
     """Untrained, the op's upsampled output varies little around its mean per channel; ONNX Runtime's float32
     instance norm (variance as E[x^2] - E[x]^2) lost it (5% error at 40^3, 260% at 80^3) until the tokens were
     centred before upsampling."""
-    ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     op = TransformerOp3D(32, grid=8).eval()
     x = torch.randn(1, 32, 40, 40, 40)
-    path = tmp_path / "op.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(op, (x,), str(path), dynamo=False, opset_version=17)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    out = _onnx_runtime_output(op, x, tmp_path)
     with torch.no_grad():
         ref = op(x)
-    assert float((torch.from_numpy(out) - ref).abs().max()) <= 2e-3 * float(ref.abs().max())
+    assert float((out - ref).abs().max()) <= 2e-3 * float(ref.abs().max())
 
 
 def test_fused_and_explicit_attention_agree():
