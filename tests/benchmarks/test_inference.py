@@ -70,10 +70,10 @@ def test_component_times_cover_the_dast_network():
 def test_tiny_run_writes_results(tmp_path, monkeypatch):
     import benchmarks.inference as inference
 
-    def build_or_fail(name, size, arch, num_classes=3):
+    def build_or_fail(name, size, arch, num_classes=3, dints=None):
         if name == "unetr":
             raise ImportError("from einops.layers.torch import Rearrange (No module named 'einops').")
-        return build_model(name, size, arch, num_classes)
+        return build_model(name, size, arch, num_classes, dints=dints)
 
     monkeypatch.setattr(inference, "build_model", build_or_fail)
     path = save_arch(tmp_path / "arch.json", random_arch(2, 2, "dast", seed=9, channel_mul=0.125, grid=2))
