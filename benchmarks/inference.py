@@ -269,18 +269,16 @@ def _latency_table(results: dict[str, Any], sizes: Sequence[int]) -> str:
 
 
 def _markdown(results: dict[str, Any], settings: dict[str, Any]) -> str:
-    arch = results["dast_arch"]
+    arch, dints = results["dast_arch"], results.get("dints_arch")
+    dints_text = (
+        f" DiNTS architecture: {'searched with the same command and budget' if dints['searched'] else 'random'}: "
+        f"{dints['source']}." if dints else ""
+    )
     text = (
         f"DAST architecture: {'shipped' if arch['shipped'] else 'NOT the shipped one'}: {arch['source']} "
         f"(ops {arch['op_counts']}). Batch 1; the memory pass is the warm-up (+{settings['warmup']}), then "
-        f"{settings['repeats']} alternating repeats, medians.\n\n"
+        f"{settings['repeats']} alternating repeats, medians.{dints_text}\n\n"
     )
-    dints = results.get("dints_arch")
-    if dints:
-        text = text[:-2] + (
-            f" DiNTS architecture: {'searched with the same command and budget' if dints['searched'] else 'random'}: "
-            f"{dints['source']}.\n\n"
-        )
     text += _latency_table(results, settings["sizes"])
     t = results.get("target")
     if t:
