@@ -49,8 +49,8 @@ __all__ = [
 #: every search bundle config id an experiment overrides (one place to adapt after a config change)
 SEARCH_OVERRIDE_IDS: tuple[str, ...] = (
     "dataset_dir", "cache_dir", "num_blocks", "num_depths", "grid", "channel_mul", "arch_channel_mul", "patch_size",
-    "train_patch_size", "num_iterations", "warmup_iterations", "ramp_iterations", "val_interval", "device", "amp",
-    "tensorboard", "memory_lambda", "memory_budget_gib", "seed", "ops", "resume",
+    "train_patch_size", "num_iterations", "warmup_iterations", "ramp_iterations", "arch_lr_anneal_iterations",
+    "val_interval", "device", "amp", "tensorboard", "memory_lambda", "memory_budget_gib", "seed", "ops", "resume",
 )
 
 SEARCH_CONFIGS = ("bundles/dast_search/configs/search.json", "bundles/dast_search/configs/quick.json")

@@ -19,9 +19,10 @@ to ``--out``; resumable (see :mod:`experiments.common`).
 
 Command line (CPU defaults; the GPU recipe is in ``experiments/README.md``)::
 
-    python -m experiments.lambda_placement --out experiments/results/lambda_placement_hold32 \\
+    python -m experiments.lambda_placement --out experiments/results/lambda_placement_anneal32 \\
         [--dataset_dir DIR] [--lambdas 0.2 0.5 0.8] [--seeds 0 1 2] [--num_iterations 64] [--warmup_iterations 8] \\
-        [--ramp_iterations 24] [--val_interval 8] [--channel_mul 0.125] [--patch 32] [--device cpu]
+        [--ramp_iterations 24] [--arch_lr_anneal_iterations 32] [--val_interval 8] [--channel_mul 0.125] \\
+        [--patch 32] [--device cpu]
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ __all__ = [
     "format_path_costs",
     "decode_changes",
     "format_table",
+    "arch_lr_anneal_from",
     "full_weight_from",
     "last_change",
     "main",
@@ -130,15 +132,24 @@ def run_record(bundle_root: Path, memory_lambda: float, seed: int, memory_patch:
     }
 
 
+def _flag(command: str, flag: str) -> int | None:
+    """The integer after ``flag`` in a command line (``None`` when absent)."""
+    words = command.split()
+    return int(words[words.index(flag) + 1]) if flag in words[:-1] else None
+
+
+def arch_lr_anneal_from(command: str) -> int | None:
+    """First iteration (counted from 1) of the architecture learning rate's cosine, from a record's search
+    ``command`` with ``--arch_lr_anneal_iterations``; ``None``: constant rate."""
+    anneal, total = _flag(command, "--arch_lr_anneal_iterations"), _flag(command, "--num_iterations")
+    return None if not anneal or total is None else total - anneal + 1
+
+
 def full_weight_from(command: str) -> int | None:
     """First iteration (counted from 1, as the search logs count) at which the regularisers have full weight, from
     a record's search ``command``: ``warmup + ramp + 1`` with ``--ramp_iterations``, else the last iteration."""
-    words = command.split()
-
-    def value(flag: str) -> int | None:
-        return int(words[words.index(flag) + 1]) if flag in words[:-1] else None
-
-    warmup, ramp, total = value("--warmup_iterations"), value("--ramp_iterations"), value("--num_iterations")
+    warmup, ramp = _flag(command, "--warmup_iterations"), _flag(command, "--ramp_iterations")
+    total = _flag(command, "--num_iterations")
     if warmup is None or total is None:
         return None
     if not ramp:  # no ramp length (or 0, as on this command line): full weight at the last iteration
@@ -162,6 +173,7 @@ def aggregate(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "last_change_iteration": [r["last_change_iteration"] for r in rs],
             "iterations": [r["iterations"] for r in rs],
             "full_weight_from": [full_weight_from(r.get("command", "")) for r in rs],
+            "arch_lr_anneal_from": [arch_lr_anneal_from(r.get("command", "")) for r in rs],
             "paths_changed_last": [r["changes_by_interval"][-1]["paths_changed"] if r.get("changes_by_interval")
                                    else None for r in rs],
             "final_val_dice": mean_sd(r["final_val_dice"] for r in rs),
@@ -176,18 +188,23 @@ def _fmt(stat: dict[str, Any], digits: int = 1) -> str:
     return f"{stat['mean']:.{digits}f}{sd}"
 
 
+def _constant_if_none(values: Sequence[int | None] | None) -> str:
+    return "constant" if not values or all(v is None for v in values) else str(values)
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown table of :func:`aggregate` rows."""
     lines = ["| lambda | seeds | est. memory at patch, batch 2 (GiB, mean ± sd) | transformers by depth (0 = highest "
              "res., mean ± sd) | transformers | active paths | last decode change (iteration per seed) | "
              "paths changed in the last interval (per seed) | iterations | "
-             "regularisers at full weight from iteration |",
-             "|" + " --- |" * 10]
+             "regularisers at full weight from iteration | architecture learning rate annealed from iteration |",
+             "|" + " --- |" * 11]
     for r in rows:
         by_depth = " / ".join(_fmt(s) for s in r["transformers_by_depth"])
         lines.append(f"| {r['memory_lambda']:g} | {len(r['seeds'])} | {_fmt(r['memory_gib'], 2)} | {by_depth} | "
                      f"{_fmt(r['transformers'])} | {_fmt(r['active_paths'])} | {r['last_change_iteration']} | "
-                     f"{r.get('paths_changed_last')} | {r['iterations']} | {r.get('full_weight_from')} |")
+                     f"{r.get('paths_changed_last')} | {r['iterations']} | {r.get('full_weight_from')} | "
+                     f"{_constant_if_none(r.get('arch_lr_anneal_from'))} |")
     return "\n".join(lines)
 
 
@@ -277,6 +294,7 @@ def _settings(args: argparse.Namespace, data: Path, root: Path, lam: float, seed
         "channel_mul": args.channel_mul, "arch_channel_mul": args.channel_mul, "patch_size": patch,
         "train_patch_size": [args.memory_patch] * 3, "num_iterations": args.num_iterations,
         "warmup_iterations": args.warmup_iterations, "ramp_iterations": args.ramp_iterations or None,
+        "arch_lr_anneal_iterations": args.arch_lr_anneal_iterations or None,
         "val_interval": args.val_interval, "device": args.device,
         "amp": args.device != "cpu", "tensorboard": False, "memory_lambda": lam, "seed": seed, "ops": "dast",
         "resume": resume,
@@ -286,7 +304,7 @@ def _settings(args: argparse.Namespace, data: Path, root: Path, lam: float, seed
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Command line entry point; returns the aggregated rows."""
     parser = argparse.ArgumentParser(prog="python -m experiments.lambda_placement", description=__doc__.split("\n")[1])
-    parser.add_argument("--out", default="experiments/results/lambda_placement_hold32",
+    parser.add_argument("--out", default="experiments/results/lambda_placement_anneal32",
                         help="[OPTIONAL] results folder")
     parser.add_argument("--dataset_dir", default=None,
                         help="[OPTIONAL] MSD-layout dataset (default: 8 synthetic phantoms written to OUT/work/data)")
@@ -299,6 +317,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                         help="[OPTIONAL] iterations after the warm-up until the regularisers reach full weight (24: "
                              "full from iteration 32, then 32 iterations in which the decode can settle); 0: ramp to "
                              "the last iteration")
+    parser.add_argument("--arch_lr_anneal_iterations", type=int, default=32,
+                        help="[OPTIONAL] cosine of the architecture learning rate towards 0 over this many last "
+                             "iterations (32: over the iterations at full weight), so that the decode settles; 0: "
+                             "constant rate (DiNTS)")
     parser.add_argument("--val_interval", type=int, default=8)
     parser.add_argument("--channel_mul", type=float, default=0.125)
     parser.add_argument("--patch", type=int, default=32, help="[OPTIONAL] search patch edge (32)")
@@ -311,6 +333,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         parser.error(f"--ramp_iterations {args.ramp_iterations} must be in [1, {room}] (num_iterations - 1 - "
                      "warmup_iterations) to reach full weight before the last iteration, or 0 (ramp to the last "
                      "iteration).")
+    if args.arch_lr_anneal_iterations and not 1 <= args.arch_lr_anneal_iterations <= room + 1:
+        parser.error(f"--arch_lr_anneal_iterations {args.arch_lr_anneal_iterations} must be in [1, {room + 1}] "
+                     "(num_iterations - warmup_iterations: iterations with an architecture step), or 0 (constant).")
     out = Path(args.out)
     work = Path(args.work) if args.work else out / "work"
     data = Path(args.dataset_dir) if args.dataset_dir else work / "data"

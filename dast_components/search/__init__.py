@@ -24,7 +24,14 @@ from __future__ import annotations
 from dast_components.search.budget import BudgetDecode, budget_to_lambda, decode_within_budget, export_arch
 from dast_components.search.handlers import ArchitectureExport, SearchProgress, resume_from
 from dast_components.search.prepare import check_search_settings, prepare_data
-from dast_components.search.step import BiLevelStep, arch_parameters, entropy_terms, ramp_factor, weight_parameters
+from dast_components.search.step import (
+    BiLevelStep,
+    arch_lr_factor,
+    arch_parameters,
+    entropy_terms,
+    ramp_factor,
+    weight_parameters,
+)
 from dast_components.search.trainer import DASTSearchTrainer, cycle
 
 __all__ = [
@@ -33,6 +40,7 @@ __all__ = [
     "BudgetDecode",
     "DASTSearchTrainer",
     "SearchProgress",
+    "arch_lr_factor",
     "arch_parameters",
     "budget_to_lambda",
     "check_search_settings",

@@ -224,6 +224,8 @@ class ArchitectureExport:
             "num_classes": self.num_classes, "seed": self.seed,
             # only when set, so that searches without it keep their config_hash
             **({"ramp_iterations": t.ramp_iterations} if getattr(t, "ramp_iterations", None) is not None else {}),
+            **({"arch_lr_anneal_iterations": t.arch_lr_anneal_iterations}
+               if getattr(t, "arch_lr_anneal_iterations", None) is not None else {}),
         }
 
     def _info(self, msg: str, *args: Any) -> None:

@@ -30,6 +30,7 @@ CVPR 2021 <https://arxiv.org/abs/2103.15954>, Sec. 3.3.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -40,6 +41,7 @@ from torch import nn
 
 __all__ = [
     "BiLevelStep",
+    "arch_lr_factor",
     "arch_parameters",
     "entropy_terms",
     "ramp_factor",
@@ -104,6 +106,29 @@ def ramp_factor(
     if span <= 0:
         return 1.0
     return float(min(1.0, (iteration - warmup_iterations) / span))
+
+
+def arch_lr_factor(iteration: int, num_iterations: int, anneal_iterations: int | None = None) -> float:
+    """
+    Factor on the architecture learning rate: 1 (constant, DiNTS), or with ``anneal_iterations`` a cosine from 1
+    down towards 0 over the last ``anneal_iterations`` iterations, so that the architecture logits, and with them
+    the decoded architecture, stop moving before the search ends.
+
+    Args:
+        iteration: the current iteration, counted from 0.
+        num_iterations: total iterations.
+        anneal_iterations: length of the cosine at the end of the search; ``None``: no annealing.
+
+    Returns:
+        a float in ``(0, 1]``: ``0.5 * (1 + cos(pi * k / (anneal_iterations + 1)))`` at the ``k``-th annealed
+        iteration (``k`` from 1), so the last iteration still takes a (small) step.
+    """
+    if anneal_iterations is None:
+        return 1.0
+    k = iteration - (num_iterations - int(anneal_iterations)) + 1
+    if k < 1:
+        return 1.0
+    return float(0.5 * (1.0 + math.cos(math.pi * min(k, int(anneal_iterations)) / (int(anneal_iterations) + 1))))
 
 
 def entropy_terms(space: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -43,7 +43,7 @@ from monai.engines import Trainer
 from torch import nn
 
 from dast_components.errors import InputError
-from dast_components.search.step import BiLevelStep, arch_parameters, ramp_factor
+from dast_components.search.step import BiLevelStep, arch_lr_factor, arch_parameters, ramp_factor
 from dast_components.utils import as_bool
 
 __all__ = ["DASTSearchTrainer", "cycle"]
@@ -87,7 +87,8 @@ class DASTSearchTrainer(Trainer):
     takes an architecture step on a batch of ``arch_data_loader``, whose regularisers are weighted by
     :func:`~dast_components.search.step.ramp_factor`. ``engine.state.output`` is a dict of floats: ``loss`` and,
     after the warm-up, ``arch_loss``, ``arch_total``, ``entropy_a``, ``entropy_c``, ``topology``, ``memory``,
-    ``ramp``; with a memory loss also ``memory_ratio`` and ``memory_lambda``; ``lr`` (of the weight step) and
+    ``ramp``; with a memory loss also ``memory_ratio`` and ``memory_lambda``; ``lr`` (of the weight step), with an
+    annealed architecture learning rate ``arch_lr``, and
     ``seconds`` (of the step). Handlers add validation and export values to it.
 
     Args:
@@ -103,6 +104,9 @@ class DASTSearchTrainer(Trainer):
         memory_loss: :class:`~dast_components.losses.MemoryBudgetLoss` (``None``: no memory term).
         ramp_iterations: iterations from the end of the warm-up until the regularisers reach full weight, >= 1;
             ``None``: the ramp ends at the last iteration (DiNTS).
+        arch_lr_anneal_iterations: anneal the architecture learning rate by a cosine towards 0 over this many last
+            iterations (:func:`~dast_components.search.step.arch_lr_factor`), so that the decode settles; in
+            ``[1, num_iterations - warmup_iterations]``. ``None``: constant (DiNTS).
         entropy_weight: weight of the two entropy terms.
         topology_weight: weight of the topology entropy.
         memory_weight: weight of the memory term.
@@ -131,6 +135,7 @@ class DASTSearchTrainer(Trainer):
         warmup_iterations: int | None = None,
         memory_loss: Any = None,
         ramp_iterations: int | None = None,
+        arch_lr_anneal_iterations: int | None = None,
         entropy_weight: float = 1.0,
         topology_weight: float = 0.001,
         memory_weight: float = 1.0,
@@ -155,6 +160,15 @@ class DASTSearchTrainer(Trainer):
                 f"{num_iterations - 1 - warmup}] (full weight before the last iteration) or null (ramp up to the last "
                 f"iteration), got {ramp_iterations!r}."
             )
+        anneal = arch_lr_anneal_iterations
+        if anneal is not None and (
+            isinstance(anneal, bool) or int(anneal) != anneal or not 1 <= int(anneal) <= num_iterations - warmup
+        ):
+            raise InputError(
+                f"arch_lr_anneal_iterations must be an integer in [1, num_iterations - warmup_iterations = "
+                f"{num_iterations - warmup}] (iterations with an architecture step) or null (constant architecture "
+                f"learning rate), got {anneal!r}."
+            )
         if getattr(getattr(network, "dints_space", None), "decode_arch", None) is None:
             raise TypeError("network must be a DiNTS built on a dast_components.networks.DASTSearchSpace.")
         device = torch.device(device)
@@ -166,6 +180,9 @@ class DASTSearchTrainer(Trainer):
         self.num_iterations = num_iterations
         self.warmup_iterations = warmup
         self.ramp_iterations = None if ramp_iterations is None else int(ramp_iterations)
+        self.arch_lr_anneal_iterations = None if anneal is None else int(anneal)
+        # the configured rates: the annealed rate is recomputed from them each iteration (also after a resume)
+        self.arch_base_lrs = [float(g["lr"]) for g in arch_optimizer.param_groups]
         self.memory_loss = memory_loss
         self.arch_data_loader = arch_data_loader
         self.train_data_loader = train_data_loader
@@ -213,6 +230,9 @@ class DASTSearchTrainer(Trainer):
             if self._arch_batches is None:
                 self._arch_batches = cycle(self.arch_data_loader)
             arch_batch = next(self._arch_batches)
+            factor = arch_lr_factor(it, self.num_iterations, self.arch_lr_anneal_iterations)
+            for group, base in zip(self.step_fn.arch_optimizer.param_groups, self.arch_base_lrs):
+                group["lr"] = base * factor
         ramp = ramp_factor(it, self.warmup_iterations, self.num_iterations, self.ramp_iterations)
         out = self.step_fn.step(batchdata, arch_batch, ramp=ramp)
         if self.memory_loss is not None:
@@ -221,6 +241,8 @@ class DASTSearchTrainer(Trainer):
                     out["memory_ratio"] = float(self.memory_loss.ratio())
             out["memory_lambda"] = float(self.memory_loss.memory_lambda)
         out.update({"lr": lr, "seconds": round(time.perf_counter() - tic, 4)})
+        if arch_batch is not None and self.arch_lr_anneal_iterations is not None:
+            out["arch_lr"] = float(self.step_fn.arch_optimizer.param_groups[0]["lr"])
         return out
 
     def _release(self, engine: Engine) -> None:

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from monai.losses import DiceCELoss
@@ -19,7 +21,14 @@ from monai.networks.nets import DiNTS
 
 from dast_components.losses import MemoryBudgetLoss
 from dast_components.networks import DASTSearchSpace
-from dast_components.search import BiLevelStep, arch_parameters, entropy_terms, ramp_factor, weight_parameters
+from dast_components.search import (
+    BiLevelStep,
+    arch_lr_factor,
+    arch_parameters,
+    entropy_terms,
+    ramp_factor,
+    weight_parameters,
+)
 
 __all__: list[str] = []
 
@@ -127,6 +136,15 @@ def test_amp_needs_cuda():
 def test_negative_weight_rejected():
     with pytest.raises(ValueError, match="memory_weight"):
         _engine(_net(), memory_weight=-1.0)
+
+
+def test_arch_lr_factor():
+    assert arch_lr_factor(5, 10) == 1.0
+    assert arch_lr_factor(5, 10, anneal_iterations=4) == 1.0  # annealing starts at iteration 6
+    assert arch_lr_factor(6, 10, anneal_iterations=4) == pytest.approx(0.5 * (1 + math.cos(math.pi / 5)))
+    assert arch_lr_factor(9, 10, anneal_iterations=4) == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 5)))
+    rates = [arch_lr_factor(i, 10, anneal_iterations=4) for i in range(10)]
+    assert all(a >= b for a, b in zip(rates, rates[1:])) and 0 < rates[-1] < 0.1
 
 
 def test_ramp_factor():

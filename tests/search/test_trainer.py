@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,23 @@ def test_ramp_iterations_hold_full_weight(tmp_path):
         bad["ramp_iterations"] = 4  # full weight only after the last iteration
         bad.get_parsed_content("search#trainer")
     assert "got 4" in str(_root_cause(info.value))
+
+
+def test_arch_lr_anneal_iterations_cosine_to_the_end(tmp_path):
+    parser = _parser(tmp_path, num_iterations=6, warmup=2, val_interval=6)
+    parser["arch_lr_anneal_iterations"] = 3
+    trainer = parser.get_parsed_content("search#trainer")
+    base = trainer.arch_base_lrs[0]
+    rates = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: rates.append(e.state.output.get("arch_lr")))
+    trainer.run()
+    factors = [0.5 * (1 + math.cos(math.pi * k / 4)) for k in (1, 2, 3)]
+    assert rates[:3] == [None, None, pytest.approx(base)]
+    assert rates[3:] == [pytest.approx(base * f) for f in factors]
+    assert trainer.step_fn.arch_optimizer.param_groups[0]["lr"] == pytest.approx(base * factors[-1])
+    assert parser.get_parsed_content("search#export").description()["arch_lr_anneal_iterations"] == 3
+    with pytest.raises(RuntimeError) as info:
+        bad = _parser(tmp_path / "bad", num_iterations=6, warmup=2)
+        bad["arch_lr_anneal_iterations"] = 5  # more than the 4 iterations with an architecture step
+        bad.get_parsed_content("search#trainer")
+    assert "arch_lr_anneal_iterations must be an integer in [1, num_iterations - warmup_iterations = 4]" in str(_root_cause(info.value))
