@@ -168,3 +168,20 @@ def test_ramp_that_cannot_finish_is_refused_at_the_command_line(capsys):
     with pytest.raises(SystemExit):
         lp.main(["--num_iterations", "2", "--warmup_iterations", "1", "--report_only"])
     assert "--ramp_iterations 24 must be in [1, 0]" in capsys.readouterr().err
+
+
+def test_arch_lr_anneal_from_reads_the_schedule(capsys):
+    cmd = "run --num_iterations 64 --warmup_iterations 8 --ramp_iterations 24 --arch_lr_anneal_iterations 32"
+    assert lp.arch_lr_anneal_from(cmd) == 33
+    assert lp.arch_lr_anneal_from(cmd.replace(" --arch_lr_anneal_iterations 32", "")) is None  # constant rate
+    rows = [{"memory_lambda": 0.5, "seeds": [0], "memory_gib": {"mean": 1.0, "sd": None},
+             "transformers_by_depth": [{"mean": 1.0, "sd": None}], "transformers": {"mean": 1.0, "sd": None},
+             "active_paths": {"mean": 3.0, "sd": None}, "last_change_iteration": [40], "iterations": [64],
+             "paths_changed_last": [0], "full_weight_from": [33], "arch_lr_anneal_from": [33]}]
+    assert lp.format_table(rows).splitlines()[-1].endswith("| [33] | [33] |")
+    rows[0]["arch_lr_anneal_from"] = [None]
+    assert lp.format_table(rows).splitlines()[-1].endswith("| [33] | constant |")
+    with pytest.raises(SystemExit):
+        lp.main(["--num_iterations", "64", "--warmup_iterations", "8", "--arch_lr_anneal_iterations", "57",
+                 "--report_only"])
+    assert "--arch_lr_anneal_iterations 57 must be in [1, 56]" in capsys.readouterr().err
