@@ -512,5 +512,6 @@ class SearchProgress:
         if row.get("est_memory_gib") is not None:
             parts.append(f"decode {row['est_memory_gib']:.3f} GiB, {row['transformers']} transformers")
         lr = float(engine.step_fn.optimizer.param_groups[0]["lr"])
-        parts.append(f"lr {lr:.2e} | {seconds:.2f} s/it | ETA {_fmt_time(eta)}")
+        arch_lr = f" arch lr {row['arch_lr']:.2e}" if row.get("arch_lr") is not None else ""  # when annealed
+        parts.append(f"lr {lr:.2e}{arch_lr} | {seconds:.2f} s/it | ETA {_fmt_time(eta)}")
         logger.info(" | ".join(parts))

@@ -248,14 +248,16 @@ def test_ramp_iterations_hold_full_weight(tmp_path):
     assert "got 4" in str(_root_cause(info.value))
 
 
-def test_arch_lr_anneal_iterations_cosine_to_the_end(tmp_path):
+def test_arch_lr_anneal_iterations_cosine_to_the_end(tmp_path, caplog):
     parser = _parser(tmp_path, num_iterations=6, warmup=2, val_interval=6)
     parser["arch_lr_anneal_iterations"] = 3
     trainer = parser.get_parsed_content("search#trainer")
     base = trainer.arch_base_lrs[0]
     rates = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: rates.append(e.state.output.get("arch_lr")))
-    trainer.run()
+    with caplog.at_level(logging.INFO):
+        trainer.run()
+    assert any("arch lr 7.32e-03" in r.getMessage() and "6/6" in r.getMessage() for r in caplog.records)
     factors = [0.5 * (1 + math.cos(math.pi * k / 4)) for k in (1, 2, 3)]
     assert rates[:3] == [None, None, pytest.approx(base)]
     assert rates[3:] == [pytest.approx(base * f) for f in factors]
