@@ -230,9 +230,10 @@ class DASTSearchTrainer(Trainer):
             if self._arch_batches is None:
                 self._arch_batches = cycle(self.arch_data_loader)
             arch_batch = next(self._arch_batches)
-            factor = arch_lr_factor(it, self.num_iterations, self.arch_lr_anneal_iterations)
-            for group, base in zip(self.step_fn.arch_optimizer.param_groups, self.arch_base_lrs):
-                group["lr"] = base * factor
+            if self.arch_lr_anneal_iterations is not None:  # otherwise the rate is left to the optimiser
+                factor = arch_lr_factor(it, self.num_iterations, self.arch_lr_anneal_iterations)
+                for group, base in zip(self.step_fn.arch_optimizer.param_groups, self.arch_base_lrs):
+                    group["lr"] = base * factor
         ramp = ramp_factor(it, self.warmup_iterations, self.num_iterations, self.ramp_iterations)
         out = self.step_fn.step(batchdata, arch_batch, ramp=ramp)
         if self.memory_loss is not None:

@@ -268,3 +268,21 @@ def test_arch_lr_anneal_iterations_cosine_to_the_end(tmp_path, caplog):
         bad["arch_lr_anneal_iterations"] = 5  # more than the 4 iterations with an architecture step
         bad.get_parsed_content("search#trainer")
     assert "arch_lr_anneal_iterations must be an integer in [1, num_iterations - warmup_iterations = 4]" in str(_root_cause(info.value))
+
+
+def test_arch_lr_anneal_continues_after_a_resume(tmp_path):
+    parser = _parser(tmp_path, num_iterations=6, warmup=2, val_interval=4)
+    parser["arch_lr_anneal_iterations"] = 3
+    trainer = parser.get_parsed_content("search#trainer")
+    base = trainer.arch_base_lrs[0]
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=4), lambda e: e.terminate())  # killed after the save
+    trainer.run()
+    assert torch.load(tmp_path / "eval" / "search_checkpoint.pt", weights_only=True)["search"]["trainer"][
+        "iteration"] == 4
+    parser = _parser(tmp_path, num_iterations=6, warmup=2, val_interval=4, resume=True)
+    parser["arch_lr_anneal_iterations"] = 3
+    trainer = parser.get_parsed_content("search#trainer")
+    rates = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: rates.append(e.state.output.get("arch_lr")))
+    trainer.run()
+    assert rates == [pytest.approx(base * 0.5 * (1 + math.cos(math.pi * k / 4))) for k in (2, 3)]
