@@ -449,8 +449,10 @@ class ArchitectureExport:
             raise InputError(f"cannot resume from {source}: it is at iteration {iteration}, beyond "
                              f"num_iterations={self.trainer.num_iterations}; raise num_iterations to continue it.")
         if announce and old.get("num_iterations") != new.get("num_iterations"):
-            self._info("resuming with num_iterations %s -> %s (the learning-rate milestones stay the checkpoint's)",
-                       old.get("num_iterations"), new.get("num_iterations"))
+            self._info("resuming with num_iterations %s -> %s (the learning-rate milestones stay the checkpoint's%s)",
+                       old.get("num_iterations"), new.get("num_iterations"),
+                       "; the architecture rate's cosine moves to the new last iterations"
+                       if new.get("arch_lr_anneal_iterations") is not None else "")
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """
