@@ -114,7 +114,8 @@ def _markdown(results: dict[str, Any]) -> str:
         rows.append([name, t["per_window_s"], round(base / t["per_window_s"], 2), results["max_abs_diff"][name],
                      results["argmax_agreement"][name], note])
     text = (f"Shipped DAST (random weights), one {s['size']}^3 window per call (two for `sw_batch_size 2`), "
-            f"{s['threads']} thread(s); one untimed pass of each setting for the differences, warm-up "
+            f"{s['threads']} thread(s); a first pass of each setting for the differences (a setting over "
+            f"{s.get('slow_factor')} x float32 there keeps that one time), warm-up "
             f"{s['warmup']}, then {s['repeats']} repeats with the settings alternating; medians per window. Largest "
             f"float32 logit {results['max_abs_logit']}.\n\n")
     text += markdown_table(["setting", "s / window (median)", "speed-up vs float32", "max abs logit diff",
