@@ -108,7 +108,7 @@ def _markdown(results: dict[str, Any]) -> str:
     s = results["settings"]
     base = results["times"]["float32"]["per_window_s"]
     rows = []
-    for name in SETTINGS:
+    for name in results["times"]:
         t = results["times"][name]
         note = "one pass (over slow_factor x float32: not repeated)" if name in s.get("not_repeated", []) else ""
         rows.append([name, t["per_window_s"], round(base / t["per_window_s"], 2), results["max_abs_diff"][name],
@@ -137,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                              "x 2.5 mm)")
     parser.add_argument("--window_sizes", type=int, nargs="+", default=[96, 128, 160])
     parser.add_argument("--overlaps", type=float, nargs="+", default=[0.25, 0.5])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS,
+                        help="[OPTIONAL] settings to measure (all; float32 always runs as the reference)")
     parser.add_argument("--slow_factor", type=float, default=5.0,
                         help="[OPTIONAL] a setting over this many times float32's time per window in its first pass "
                              "is timed by that pass only, not repeated (5)")
@@ -151,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(0)
     net = build_model("dast", args.size, arch).eval()
     calls, windows = knob_callables(net, args.size)
+    calls = {n: fn for n, fn in calls.items() if n == "float32" or n in args.settings}
     ref = calls["float32"]()
     diffs, agree, first = {}, {}, {}
     for name, fn in calls.items():  # the pass of the differences, timed as a first estimate
@@ -180,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         t = summarise_times(s)
         t["per_window_s"] = round(t["wall_median_s"] / windows[name], 4)
         times[name] = t
-    settings = {"size": args.size, "threads": torch.get_num_threads(), "warmup": args.warmup,
+    settings = {"size": args.size, "settings": list(calls), "threads": torch.get_num_threads(), "warmup": args.warmup,
                 "repeats": args.repeats, "slow_factor": args.slow_factor, "not_repeated": slow,
                 "volume": args.volume, "dast_architecture": arch_info}
     payload = {"environment": environment(device, amp=False), "settings": settings, "times": times,
