@@ -35,7 +35,8 @@ times the time per window (the window sizes' own times are in ``cpu_runtimes_cpu
 Example::
 
     python -m benchmarks.inference_knobs --threads 1               # 96^3 windows
-    python -m benchmarks.inference_knobs --threads 1 --size 160
+    python -m benchmarks.inference_knobs --threads 1 --settings "sw_batch_size 2" channels_last_3d
+    python -m benchmarks.inference_knobs --threads 1 --size 32 --settings bfloat16 --tag 32   # bfloat16: slow here
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                              "x 2.5 mm)")
     parser.add_argument("--window_sizes", type=int, nargs="+", default=[96, 128, 160])
     parser.add_argument("--overlaps", type=float, nargs="+", default=[0.25, 0.5])
+    parser.add_argument("--tag", default="", help="[OPTIONAL] suffix of the result file names (none)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS,
                         help="[OPTIONAL] settings to measure (all; float32 always runs as the reference)")
     parser.add_argument("--slow_factor", type=float, default=5.0,
@@ -190,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                "windows_per_call": windows, "max_abs_diff": diffs, "argmax_agreement": agree,
                "max_abs_logit": round(float(ref.abs().max()), 4),
                "window_counts": window_counts(args.volume, args.window_sizes, args.overlaps)}
-    json_path, md_path = write_results(args.out_dir, "inference_knobs", device, payload, _markdown(payload))
+    json_path, md_path = write_results(args.out_dir, "inference_knobs" + (f"_{args.tag}" if args.tag else ""), device,
+                                         payload, _markdown(payload))
     print(f"wrote {json_path} and {md_path}")
     return payload
 
