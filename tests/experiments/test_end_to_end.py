@@ -33,10 +33,11 @@ def _run(args: list[str]) -> None:
 def test_lambda_placement_tiny(tmp_path):
     pytest.importorskip("matplotlib")
     args = ["experiments.lambda_placement", "--out", str(tmp_path), "--lambdas", "0.5", "--seeds", "0",
-            "--num_iterations", "4", "--warmup_iterations", "1", "--ramp_iterations", "1", "--val_interval", "2"]
+            "--num_iterations", "4", "--warmup_iterations", "1", "--ramp_iterations", "1",
+            "--arch_lr_anneal_iterations", "2", "--val_interval", "2"]
     _run(args)
     data = json.loads((tmp_path / "results.json").read_text())
-    assert data["summary"][0]["full_weight_from"] == [3]
+    assert data["summary"][0]["full_weight_from"] == [3] and data["summary"][0]["arch_lr_anneal_from"] == [3]
     assert data["runs"][0]["iterations"] == 4 and len(data["runs"][0]["transformers_by_depth"]) == 4
     assert (tmp_path / "architectures.png").is_file()
     _run(args)  # resume: the record is there, nothing is searched again
