@@ -19,9 +19,9 @@ to ``--out``; resumable (see :mod:`experiments.common`).
 
 Command line (CPU defaults; the GPU recipe is in ``experiments/README.md``)::
 
-    python -m experiments.lambda_placement --out experiments/results/lambda_placement_anneal32 \\
-        [--dataset_dir DIR] [--lambdas 0.2 0.5 0.8] [--seeds 0 1 2] [--num_iterations 64] [--warmup_iterations 8] \\
-        [--ramp_iterations 24] [--arch_lr_anneal_iterations 32] [--val_interval 8] [--channel_mul 0.125] \\
+    python -m experiments.lambda_placement --out experiments/results/lambda_placement_anneal64_96it \\
+        [--dataset_dir DIR] [--lambdas 0.2 0.5 0.8] [--seeds 0 1 2] [--num_iterations 96] [--warmup_iterations 8] \\
+        [--ramp_iterations 24] [--arch_lr_anneal_iterations 64] [--val_interval 8] [--channel_mul 0.125] \\
         [--patch 32] [--device cpu]
 """
 
@@ -53,12 +53,14 @@ __all__ = [
     "cost_by_depth",
     "depth_counts",
     "format_cost_table",
+    "format_last_changes",
     "format_path_costs",
     "decode_changes",
     "format_table",
     "arch_lr_anneal_from",
     "full_weight_from",
     "last_change",
+    "last_interval_changes",
     "main",
     "path_costs",
     "plot_architectures",
@@ -99,6 +101,50 @@ def decode_changes(history: Sequence[tuple[int, Any]]) -> list[dict[str, int]]:
     return out
 
 
+def last_interval_changes(history: Sequence[tuple[int, Any]], op_logits: Any = None,
+                          ops: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The (block, path) places whose decode changed in the last validation interval, each with what changed.
+
+    ``history``: ``(iteration, key)`` sorted, keys from :func:`_decode_key` (op index per place, -1: path off).
+    ``op_logits``: the search's final op logits ``log_alpha_c``, shape ``(num_blocks, num_paths, num_ops)``; for a
+    place whose op changed, ``probability_gap`` is the difference between its two largest op probabilities, i.e. how
+    near the final op choice is to a tie (``None`` without logits, and for a path switched on or off, which the
+    topology decode decides over whole paths, not per place).
+    """
+    if len(history) < 2:
+        return []
+    (_, prev), (_, last) = history[-2], history[-1]
+    names = list(ops) if ops is not None else None
+    out = []
+    for b, (prow, lrow) in enumerate(zip(prev, last)):
+        for p, (a, c) in enumerate(zip(prow, lrow)):
+            if a == c:
+                continue
+            kind = "op" if a >= 0 and c >= 0 else ("path on" if c >= 0 else "path off")
+            gap = None
+            if kind == "op" and op_logits is not None:
+                import torch
+
+                top = torch.softmax(torch.as_tensor(op_logits[b][p], dtype=torch.float64), -1).topk(2).values
+                gap = float(top[0] - top[1])
+            out.append({"block": b, "path": p, "kind": kind,
+                        "from": names[a] if names and a >= 0 else (None if a < 0 else a),
+                        "to": names[c] if names and c >= 0 else (None if c < 0 else c),
+                        "probability_gap": gap})
+    return out
+
+
+def _final_op_logits(bundle_root: Path) -> Any:
+    """``log_alpha_c`` of the search checkpoint ``eval/search_checkpoint.pt`` (its last iteration), or ``None``."""
+    ckpt = Path(bundle_root) / "eval" / "search_checkpoint.pt"
+    if not ckpt.is_file():
+        return None
+    import torch
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=True).get("network", {})
+    return next((v for k, v in state.items() if k.endswith("log_alpha_c")), None)
+
+
 def run_record(bundle_root: Path, memory_lambda: float, seed: int, memory_patch: Sequence[int],
                seconds: float | None, command: Sequence[str]) -> dict[str, Any]:
     """The record of one finished search: decode, memory estimate, placement, history of decodes."""
@@ -125,6 +171,8 @@ def run_record(bundle_root: Path, memory_lambda: float, seed: int, memory_patch:
         "iterations": int(rows[-1]["iteration"]) if rows else None,
         "last_change_iteration": last_change([(it, key) for it, key, _ in history]),
         "changes_by_interval": decode_changes([(it, key) for it, key, _ in history]),
+        "last_interval_changes": last_interval_changes([(it, key) for it, key, _ in history],
+                                                       _final_op_logits(bundle_root), arch.ops),
         "history": [{"iteration": it, "transformers_by_depth": counts} for it, _, counts in history],
         "arch": arch.to_dict(),
         "seconds": seconds,
@@ -179,6 +227,27 @@ def aggregate(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "final_val_dice": mean_sd(r["final_val_dice"] for r in rs),
         })
     return out
+
+
+def format_last_changes(records: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of every place whose decode changed in a run's last validation interval
+    (:func:`last_interval_changes`); a run that changed nothing there has no row."""
+    lines = ["| lambda | seed | block | path | change | final probability gap of the two likeliest ops |",
+             "|" + " --- |" * 6]
+    for r in sorted(records, key=lambda r: (r["memory_lambda"], r["seed"])):
+        changes = r.get("last_interval_changes")
+        if changes is None:
+            last = r["changes_by_interval"][-1]["paths_changed"] if r.get("changes_by_interval") else None
+            if last:  # changed, but the record predates last_interval_changes (its run's files are gone)
+                lines.append(f"| {r['memory_lambda']:g} | {r['seed']} | n/a | n/a | {last} places | n/a |")
+            continue
+        for c in changes:
+            change = (f"{c['from']} -> {c['to']}" if c["kind"] == "op" else f"{c['kind']} ({c['from'] or c['to']})")
+            gap = "n/a" if c["probability_gap"] is None else f"{c['probability_gap']:.4f}"
+            lines.append(f"| {r['memory_lambda']:g} | {r['seed']} | {c['block']} | {c['path']} | {change} | {gap} |")
+    if len(lines) == 2:
+        lines.append("| (none: no decode changed in its last interval) | | | | | |")
+    return "\n".join(lines)
 
 
 def _fmt(stat: dict[str, Any], digits: int = 1) -> str:
@@ -304,22 +373,22 @@ def _settings(args: argparse.Namespace, data: Path, root: Path, lam: float, seed
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Command line entry point; returns the aggregated rows."""
     parser = argparse.ArgumentParser(prog="python -m experiments.lambda_placement", description=__doc__.split("\n")[1])
-    parser.add_argument("--out", default="experiments/results/lambda_placement_anneal32",
+    parser.add_argument("--out", default="experiments/results/lambda_placement_anneal64_96it",
                         help="[OPTIONAL] results folder")
     parser.add_argument("--dataset_dir", default=None,
                         help="[OPTIONAL] MSD-layout dataset (default: 8 synthetic phantoms written to OUT/work/data)")
     parser.add_argument("--work", default=None, help="[OPTIONAL] bundle roots of the runs (default OUT/work)")
     parser.add_argument("--lambdas", nargs="+", type=float, default=[0.2, 0.5, 0.8])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--num_iterations", type=int, default=64)
+    parser.add_argument("--num_iterations", type=int, default=96)
     parser.add_argument("--warmup_iterations", type=int, default=8)
     parser.add_argument("--ramp_iterations", type=int, default=24,
                         help="[OPTIONAL] iterations after the warm-up until the regularisers reach full weight (24: "
-                             "full from iteration 32, then 32 iterations in which the decode can settle); 0: ramp to "
+                             "full from iteration 33, then 64 iterations in which the decode can settle); 0: ramp to "
                              "the last iteration")
-    parser.add_argument("--arch_lr_anneal_iterations", type=int, default=32,
+    parser.add_argument("--arch_lr_anneal_iterations", type=int, default=64,
                         help="[OPTIONAL] cosine of the architecture learning rate towards 0 over this many last "
-                             "iterations (32: over the iterations at full weight), so that the decode settles; 0: "
+                             "iterations (64: over the iterations at full weight), so that the decode settles; 0: "
                              "constant rate (DiNTS)")
     parser.add_argument("--val_interval", type=int, default=8)
     parser.add_argument("--channel_mul", type=float, default=0.125)
@@ -349,8 +418,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             record_path = out / "records" / f"{name}.json"
             root = work / "runs" / name
             old = load_record(record_path)
-            if old is not None and "changes_by_interval" not in old and (root / "models" / "arch_code.json").is_file():
-                # a record from before decode_changes: rebuilt from its run's files, keeping its wall time
+            if (old is not None and ("changes_by_interval" not in old or "last_interval_changes" not in old)
+                    and (root / "models" / "arch_code.json").is_file()):
+                # a record from before decode_changes / last_interval_changes: rebuilt from its run's files, keeping
+                # its wall time
                 write_json(record_path, run_record(root, lam, seed, [args.memory_patch] * 3, old.get("seconds"),
                                                    old.get("command", "").split()))
                 continue
@@ -404,7 +475,8 @@ def write_outputs(out: Path, memory_patch: int = 160) -> None:
     write_json(out / "results.json", {"environment": environment(), "summary": rows, "cost_by_depth": costs,
                                       "path_costs": paths, "runs": records})
     atomic_write_text(out / "results.md", "# Memory factor lambda vs memory and transformer placement\n\n"
-                      + format_table(rows) + "\n")
+                      + format_table(rows) + "\n\n## Places whose decode changed in the last validation interval\n\n"
+                      + format_last_changes(records) + "\n")
     atomic_write_text(out / "cost_table.md", f"# Saved-for-backward memory per op at {memory_patch}^3, channel_mul "
                       f"{arch.channel_mul}\n\nOne op (`op_saved_elements`):\n\n" + format_cost_table(costs)
                       + "\n\nOne path of a block, connection block included, as the memory term prices it "

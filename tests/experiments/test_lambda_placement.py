@@ -158,6 +158,27 @@ def test_decode_changes_counts_paths():
     assert lp.decode_changes(history[:1]) == []
 
 
+def test_last_interval_changes_name_the_change_and_its_tie_gap():
+    a = ((0, 1, -1), (2, -1, 1))
+    b = ((0, 2, -1), (2, 1, 1))  # block 0 path 1 conv -> transformer, block 1 path 1 switched on
+    ops = ("skip_connect", "conv_3x3x3", "transformer")
+    logits = [[[0.0, 0.0, 0.0], [0.8650, 1.0700, 1.0704], [0.0, 0.0, 0.0]], [[0.0] * 3] * 3]
+    changes = lp.last_interval_changes([(8, a), (16, a), (24, b)], logits, ops)
+    assert [(c["block"], c["path"], c["kind"], c["from"], c["to"]) for c in changes] == [
+        (0, 1, "op", "conv_3x3x3", "transformer"), (1, 1, "path on", None, "conv_3x3x3")]
+    assert changes[0]["probability_gap"] == pytest.approx(0.0001, abs=0.00005)  # a near tie
+    assert changes[1]["probability_gap"] is None
+    assert lp.last_interval_changes([(8, a), (16, b), (24, b)], logits, ops) == []
+    assert lp.last_interval_changes([(8, a), (16, b)])[0]["probability_gap"] is None  # no logits: no gap
+    rec = {"memory_lambda": 0.5, "seed": 1, "last_interval_changes": changes}
+    old = {"memory_lambda": 0.8, "seed": 0, "changes_by_interval": [{"iteration": 24, "paths_changed": 2}]}
+    table = lp.format_last_changes([rec, old, {**old, "seed": 1, "last_interval_changes": []}])
+    assert "| 0.5 | 1 | 0 | 1 | conv_3x3x3 -> transformer | 0.0001 |" in table
+    assert "| 0.5 | 1 | 1 | 1 | path on (conv_3x3x3) | n/a |" in table
+    assert "| 0.8 | 0 | n/a | n/a | 2 places | n/a |" in table  # an older record: only the count is known
+    assert "(none" in lp.format_last_changes([{**old, "last_interval_changes": []}])
+
+
 def test_full_weight_from_edge_cases():
     cmd = "run --num_iterations 64 --warmup_iterations 8 --ramp_iterations {}"
     assert lp.full_weight_from(cmd.format(0)) == 64  # 0: the CLI's "ramp to the last iteration"
