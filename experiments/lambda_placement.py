@@ -34,6 +34,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dast_components.networks.arch_io import ArchCode, load_arch
 from dast_components.networks.memory import estimate_memory, filter_nums
 from dast_components.search.sweep import cost_by_depth, depth_counts
@@ -101,7 +103,7 @@ def decode_changes(history: Sequence[tuple[int, Any]]) -> list[dict[str, int]]:
     return out
 
 
-def last_interval_changes(history: Sequence[tuple[int, Any]], op_logits: Any = None,
+def last_interval_changes(history: Sequence[tuple[int, Any]], op_logits: torch.Tensor | Sequence | None = None,
                           ops: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The (block, path) places whose decode changed in the last validation interval, each with what changed.
 
@@ -115,7 +117,7 @@ def last_interval_changes(history: Sequence[tuple[int, Any]], op_logits: Any = N
         return []
     (_, prev), (_, last) = history[-2], history[-1]
     names = list(ops) if ops is not None else None
-    out = []
+    out: list[dict[str, Any]] = []
     for b, (prow, lrow) in enumerate(zip(prev, last)):
         for p, (a, c) in enumerate(zip(prow, lrow)):
             if a == c:
@@ -123,8 +125,6 @@ def last_interval_changes(history: Sequence[tuple[int, Any]], op_logits: Any = N
             kind = "op" if a >= 0 and c >= 0 else ("path on" if c >= 0 else "path off")
             gap = None
             if kind == "op" and op_logits is not None:
-                import torch
-
                 top = torch.softmax(torch.as_tensor(op_logits[b][p], dtype=torch.float64), -1).topk(2).values
                 gap = float(top[0] - top[1])
             out.append({"block": b, "path": p, "kind": kind,
@@ -134,13 +134,11 @@ def last_interval_changes(history: Sequence[tuple[int, Any]], op_logits: Any = N
     return out
 
 
-def _final_op_logits(bundle_root: Path) -> Any:
+def _final_op_logits(bundle_root: Path) -> torch.Tensor | None:
     """``log_alpha_c`` of the search checkpoint ``eval/search_checkpoint.pt`` (its last iteration), or ``None``."""
     ckpt = Path(bundle_root) / "eval" / "search_checkpoint.pt"
     if not ckpt.is_file():
         return None
-    import torch
-
     state = torch.load(ckpt, map_location="cpu", weights_only=True).get("network", {})
     return next((v for k, v in state.items() if k.endswith("log_alpha_c")), None)
 
@@ -242,7 +240,8 @@ def format_last_changes(records: Sequence[dict[str, Any]]) -> str:
                 lines.append(f"| {r['memory_lambda']:g} | {r['seed']} | n/a | n/a | {last} places | n/a |")
             continue
         for c in changes:
-            change = (f"{c['from']} -> {c['to']}" if c["kind"] == "op" else f"{c['kind']} ({c['from'] or c['to']})")
+            op = c["from"] if c["kind"] == "path off" else c["to"]
+            change = f"{c['from']} -> {c['to']}" if c["kind"] == "op" else f"{c['kind']} ({op})"
             gap = "n/a" if c["probability_gap"] is None else f"{c['probability_gap']:.4f}"
             lines.append(f"| {r['memory_lambda']:g} | {r['seed']} | {c['block']} | {c['path']} | {change} | {gap} |")
     if len(lines) == 2:

@@ -170,6 +170,10 @@ def test_last_interval_changes_name_the_change_and_its_tie_gap():
     assert changes[1]["probability_gap"] is None
     assert lp.last_interval_changes([(8, a), (16, b), (24, b)], logits, ops) == []
     assert lp.last_interval_changes([(8, a), (16, b)])[0]["probability_gap"] is None  # no logits: no gap
+    off = lp.last_interval_changes([(8, b), (16, a)], logits, ops)[1]  # block 1 path 1 switched off again
+    assert (off["kind"], off["from"], off["to"]) == ("path off", "conv_3x3x3", None)
+    assert "| 0.5 | 1 | 1 | 1 | path off (conv_3x3x3) | n/a |" in lp.format_last_changes(
+        [{"memory_lambda": 0.5, "seed": 1, "last_interval_changes": [off]}])
     rec = {"memory_lambda": 0.5, "seed": 1, "last_interval_changes": changes}
     old = {"memory_lambda": 0.8, "seed": 0, "changes_by_interval": [{"iteration": 24, "paths_changed": 2}]}
     table = lp.format_last_changes([rec, old, {**old, "seed": 1, "last_interval_changes": []}])
