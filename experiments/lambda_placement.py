@@ -96,11 +96,14 @@ def decode_changes(history: Sequence[tuple[int, Any]]) -> list[dict[str, int]]:
     """Per validation interval after the first: how many (block, path) places of the decode differ from the previous
     interval's (a path switched on or off, or its op changed). ``history``: ``(iteration, key)`` sorted, keys from
     :func:`_decode_key`."""
-    out = []
-    for (_, prev), (it, key) in zip(history, history[1:]):
-        changed = sum(a != b for prow, krow in zip(prev, key) for a, b in zip(prow, krow))
-        out.append({"iteration": int(it), "paths_changed": int(changed)})
-    return out
+    return [{"iteration": int(it), "paths_changed": len(_changed_places(prev, key))}
+            for (_, prev), (it, key) in zip(history, history[1:])]
+
+
+def _changed_places(prev: Any, key: Any) -> list[tuple[int, int, int, int]]:
+    """``(block, path, op before, op after)`` of each place where two :func:`_decode_key` keys differ (-1: off)."""
+    return [(b, p, a, c) for b, (prow, krow) in enumerate(zip(prev, key))
+            for p, (a, c) in enumerate(zip(prow, krow)) if a != c]
 
 
 def last_interval_changes(history: Sequence[tuple[int, Any]], op_logits: torch.Tensor | Sequence | None = None,
@@ -115,22 +118,18 @@ def last_interval_changes(history: Sequence[tuple[int, Any]], op_logits: torch.T
     """
     if len(history) < 2:
         return []
-    (_, prev), (_, last) = history[-2], history[-1]
-    names = list(ops) if ops is not None else None
+
+    def name(i: int) -> str | int | None:
+        return None if i < 0 else (ops[i] if ops is not None else i)
+
     out: list[dict[str, Any]] = []
-    for b, (prow, lrow) in enumerate(zip(prev, last)):
-        for p, (a, c) in enumerate(zip(prow, lrow)):
-            if a == c:
-                continue
-            kind = "op" if a >= 0 and c >= 0 else ("path on" if c >= 0 else "path off")
-            gap = None
-            if kind == "op" and op_logits is not None:
-                top = torch.softmax(torch.as_tensor(op_logits[b][p], dtype=torch.float64), -1).topk(2).values
-                gap = float(top[0] - top[1])
-            out.append({"block": b, "path": p, "kind": kind,
-                        "from": names[a] if names and a >= 0 else (None if a < 0 else a),
-                        "to": names[c] if names and c >= 0 else (None if c < 0 else c),
-                        "probability_gap": gap})
+    for b, p, a, c in _changed_places(history[-2][1], history[-1][1]):
+        kind = "op" if a >= 0 and c >= 0 else ("path on" if c >= 0 else "path off")
+        gap = None
+        if kind == "op" and op_logits is not None:
+            top = torch.softmax(torch.as_tensor(op_logits[b][p], dtype=torch.float64), -1).topk(2).values
+            gap = float(top[0] - top[1])
+        out.append({"block": b, "path": p, "kind": kind, "from": name(a), "to": name(c), "probability_gap": gap})
     return out
 
 
@@ -155,6 +154,7 @@ def run_record(bundle_root: Path, memory_lambda: float, seed: int, memory_patch:
     rows = read_csv_rows(Path(bundle_root) / "eval" / "metrics.csv")
     dice = [float(r["val_dice"]) for r in rows if r.get("val_dice")]
     ratio = [float(r["memory_ratio"]) for r in rows if r.get("memory_ratio")]
+    keys = [(it, key) for it, key, _ in history]
     return {
         "memory_lambda": memory_lambda,
         "seed": seed,
@@ -167,10 +167,9 @@ def run_record(bundle_root: Path, memory_lambda: float, seed: int, memory_patch:
         "final_memory_ratio": ratio[-1] if ratio else None,
         "final_val_dice": dice[-1] if dice else None,
         "iterations": int(rows[-1]["iteration"]) if rows else None,
-        "last_change_iteration": last_change([(it, key) for it, key, _ in history]),
-        "changes_by_interval": decode_changes([(it, key) for it, key, _ in history]),
-        "last_interval_changes": last_interval_changes([(it, key) for it, key, _ in history],
-                                                       _final_op_logits(bundle_root), arch.ops),
+        "last_change_iteration": last_change(keys),
+        "changes_by_interval": decode_changes(keys),
+        "last_interval_changes": last_interval_changes(keys, _final_op_logits(bundle_root), arch.ops),
         "history": [{"iteration": it, "transformers_by_depth": counts} for it, _, counts in history],
         "arch": arch.to_dict(),
         "seconds": seconds,
